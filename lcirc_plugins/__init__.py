@@ -1,0 +1,8 @@
+"""lcirc-plugins: QD-LCIRC long-context memory for any Hugging Face causal LM."""
+
+__version__ = "0.1.0"
+
+from .errors import LCIRCError  # noqa: E402
+from .model import CompressedMemory, LCIRCConfig, LCIRCModel  # noqa: E402
+
+__all__ = ["CompressedMemory", "LCIRCConfig", "LCIRCError", "LCIRCModel", "__version__"]

@@ -1,0 +1,217 @@
+"""The ``lcirc`` command: compress a book once, then ask questions about it from the saved memory.
+
+Inputs (book, memory, question, output path) are read and checked before the model is loaded, so a typo
+fails in a fraction of a second instead of after the ~20 s it takes to load the backbone. Every error a
+user can cause ends as one ``error: ...`` line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .data.documents import SUPPORTED_EXTENSIONS, Document, read_document
+from .errors import AdapterNotFoundError, EmptyInputError, LCIRCError
+from .model.backbone import DEFAULT_BACKBONE
+from .model.lcirc_model import LCIRCModel
+from .model.memory import CompressedMemory
+
+MEMORY_SUFFIX = ".safetensors"
+UNTRAINED_SEED = 0
+NO_ADAPTER_WARNING = (
+    "warning: no trained adapter is shipped yet: using an untrained adapter, answers come from the backbone alone"
+)
+
+
+# ----- helpers ------------------------------------------------------------------------------------------
+
+
+def load_model(adapter: str, backbone: str | None, trust_remote_code: bool = False) -> LCIRCModel:
+    """The shipped adapter, an adapter directory, or (while none is shipped) an untrained one with a warning."""
+    if adapter != "default":
+        return LCIRCModel.from_pretrained(adapter, backbone=backbone, trust_remote_code=trust_remote_code)
+    try:
+        return LCIRCModel.from_pretrained("default", backbone=backbone, trust_remote_code=trust_remote_code)
+    except AdapterNotFoundError:
+        print(NO_ADAPTER_WARNING, file=sys.stderr)
+    import torch  # noqa: PLC0415
+
+    # A fixed seed makes the untrained adapter (and so its fingerprint) the same in every process: a memory
+    # saved by `lcirc compress` must be accepted by a later `lcirc ask`. fork_rng leaves the caller's RNG alone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        return LCIRCModel.from_backbone(backbone or DEFAULT_BACKBONE, trust_remote_code=trust_remote_code)
+
+
+def is_memory_path(path: str | Path) -> bool:
+    return str(path).endswith(MEMORY_SUFFIX)
+
+
+def document_metadata(doc: Document, base: CompressedMemory | None = None) -> dict[str, Any]:
+    """Title, source and chapter offsets; an appended document becomes a section of the existing memory."""
+    if base is None:
+        return {"title": doc.title, "source": doc.source, "sections": [list(s) for s in doc.sections]}
+    offset = base.num_chars
+    sections = list(base.metadata.get("sections", []))
+    sections.append([doc.title, offset])
+    sections.extend([title, start + offset] for title, start in doc.sections)
+    return {
+        "title": base.metadata.get("title", doc.title),
+        "source": base.metadata.get("source", doc.source),
+        "sections": sections,
+    }
+
+
+def check_output_path(path: Path) -> None:
+    if not is_memory_path(path):
+        raise LCIRCError(f"the memory file name must end in {MEMORY_SUFFIX} (e.g. book.memory{MEMORY_SUFFIX}), got {path}")
+    if not path.parent.is_dir():
+        raise LCIRCError(f"cannot write {path}: the folder {path.parent} does not exist")
+
+
+def check_question(question: str) -> str:
+    if not question.strip():
+        raise EmptyInputError("the question is empty")
+    return question
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def summary_line(memory: CompressedMemory, seconds: float, path: Path, appended: int | None = None) -> str:
+    ratio = f"({memory.compression_ratio:.1f}x) in {seconds:.1f} s -> {path}"
+    if appended is None:
+        return f"Compressed {memory.num_tokens:,} tokens into {memory.num_vectors:,} memory vectors {ratio}"
+    return f"Appended {appended:,} tokens: the memory now holds {memory.num_tokens:,} tokens in {memory.num_vectors:,} vectors {ratio}"
+
+
+def describe(memory: CompressedMemory) -> str:
+    """What ``lcirc info`` prints: enough to know what a memory file holds and which model can read it."""
+    meta = memory.metadata
+    rows = [
+        ("title", meta.get("title", "(none)")),
+        ("source", meta.get("source", "(unknown)")),
+        ("tokens", f"{memory.num_tokens:,} ({memory.num_chars:,} characters)"),
+        ("segments", f"{memory.num_segments:,} of up to {memory.segment_len} tokens"),
+        ("vectors", f"{memory.num_vectors:,} ({memory.num_latents} per segment, d={memory.features.shape[-1]})"),
+        ("ratio", f"{memory.compression_ratio:.1f}x"),
+        ("sections", str(len(meta.get("sections", [])))),
+        ("adapter", memory.adapter_fingerprint),
+        ("backbone", str(memory.backbone.get("name_or_path") or memory.backbone.get("model_type", "?"))),
+    ]
+    return "\n".join(f"{name + ':':<10} {value}" for name, value in rows)
+
+
+# ----- subcommands --------------------------------------------------------------------------------------
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    check_output_path(output)
+    base = CompressedMemory.load(args.append) if args.append else None
+    doc = read_document(args.book)
+    backbone = args.backbone or (base.backbone.get("name_or_path") if base else None)
+    model = load_model(args.adapter, backbone, args.trust_remote_code)
+    start = time.perf_counter()
+    memory = model.compress(doc.text, memory=base, progress=True, metadata=document_metadata(doc, base))
+    seconds = time.perf_counter() - start
+    memory.save(output)
+    appended = None if base is None else memory.num_tokens - base.num_tokens
+    print(summary_line(memory, seconds, output, appended))
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    question = check_question(args.question)
+    memory: CompressedMemory | None = None
+    doc: Document | None = None
+    if is_memory_path(args.source):
+        memory = CompressedMemory.load(args.source)
+    else:
+        doc = read_document(args.source)
+    backbone = args.backbone or (memory.backbone.get("name_or_path") if memory else None)
+    model = load_model(args.adapter, backbone, args.trust_remote_code)
+    if doc is not None:
+        memory = model.compress(doc.text, progress=True, metadata=document_metadata(doc))
+    if args.stream:
+        for piece in model.stream_answer(question, memory=memory, max_new_tokens=args.max_new_tokens):
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+    else:
+        print(model.answer(question, memory=memory, max_new_tokens=args.max_new_tokens))
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    print(describe(CompressedMemory.load(args.memory)))
+    return 0
+
+
+# ----- parser and entry point ---------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lcirc",
+        description="Compress long documents into an LCIRC memory and ask questions about them.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    model_options = argparse.ArgumentParser(add_help=False)
+    model_options.add_argument("--adapter", default="default", help="'default' (the shipped adapter) or an adapter directory")
+    model_options.add_argument("--backbone", default=None, help=f"backbone name, folder or .gguf (default: the adapter's, else {DEFAULT_BACKBONE})")
+    model_options.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the backbone folder")
+    formats = ", ".join(SUPPORTED_EXTENSIONS)
+
+    compress = commands.add_parser("compress", parents=[model_options], help="compress a book into a memory file")
+    compress.add_argument("book", help=f"the document to compress ({formats})")
+    compress.add_argument("-o", "--output", required=True, help=f"the memory file to write (*{MEMORY_SUFFIX})")
+    compress.add_argument("--append", metavar="EXISTING_MEMORY", help="continue this memory with the book (the recurrence goes on)")
+    compress.set_defaults(func=cmd_compress)
+
+    ask = commands.add_parser("ask", parents=[model_options], help="answer a question about a memory file or a book")
+    ask.add_argument("source", metavar="MEMORY_OR_BOOK", help=f"a *{MEMORY_SUFFIX} memory, or a document to compress first")
+    ask.add_argument("question")
+    ask.add_argument("--max-new-tokens", type=positive_int, default=128)
+    ask.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print the answer as it is generated")
+    ask.set_defaults(func=cmd_ask)
+
+    info = commands.add_parser("info", help="describe a memory file")
+    info.add_argument("memory")
+    info.set_defaults(func=cmd_info)
+    return parser
+
+
+def error_message(err: BaseException) -> str:
+    """The message to show; an OSError from the file system gets a plain sentence instead of its errno form."""
+    if isinstance(err, FileNotFoundError) and not isinstance(err, LCIRCError) and err.filename:
+        return f"{err.filename}: no such file or directory"
+    return str(err)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lcirc`` command; returns the exit code (0 ok, 2 user error, 130 interrupted)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (LCIRCError, FileNotFoundError) as err:
+        print(f"error: {error_message(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

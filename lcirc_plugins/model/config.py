@@ -1,0 +1,136 @@
+"""``LCIRCConfig``: every architectural choice of an adapter, as a dataclass saved as JSON.
+
+A plain dataclass (PEFT's choice) rather than a transformers ``PreTrainedConfig``: the adapter is not a
+model of its own, it has no hub class, and its JSON must stay readable and stable across transformers
+releases. Defaults follow DESIGN.md section 4 (segment 512, K = 32, 2 Perceiver layers, GCA before every
+5th decoder layer plus the last, FFN 2d, window M = 1024).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, CorruptFileError
+
+CONFIG_NAME = "adapter_config.json"
+FORMAT_VERSION = 1
+
+# Keys that only describe where an adapter came from; anything else unknown could change the architecture.
+_INFORMATIONAL_KEYS = {"format_version", "lcirc_plugins_version", "backbone"}
+
+
+@dataclass
+class LCIRCConfig:
+    """Configuration of an LCIRC / QD-LCIRC adapter.
+
+    The adapter works in the backbone's hidden size ``d``; the fields below are independent of the backbone,
+    except ``gca_layers``, which is resolved to explicit decoder-layer indices when the adapter is attached,
+    so that a saved adapter never depends on re-running a heuristic.
+    """
+
+    segment_len: int = field(default=512, metadata={"help": "Tokens per compression segment at inference (L)."})
+    max_segment_len: int = field(
+        default=2048, metadata={"help": "Longest segment the in-segment position table covers (training draws lengths up to this)."}
+    )
+    num_latents: int = field(default=32, metadata={"help": "Memory vectors produced per segment (K)."})
+    perceiver_layers: int = field(default=2, metadata={"help": "Layers of the Perceiver compressor."})
+    perceiver_self_attend: bool = field(
+        default=True, metadata={"help": "Latents also attend to themselves in the Perceiver (Flamingo's resampler)."}
+    )
+    head_dim: int = field(default=64, metadata={"help": "Size of one attention head in adapter attention."})
+    ffn_mult: float = field(default=2.0, metadata={"help": "Width of adapter feed-forward blocks, as a multiple of d."})
+    gca_every: int = field(default=5, metadata={"help": "Put a gated cross-attention block before every n-th decoder layer."})
+    gca_layers: list[int] | None = field(
+        default=None, metadata={"help": "Explicit decoder-layer indices for GCA blocks (overrides gca_every; the last layer is always included when derived)."}
+    )
+    order_dim: int = field(default=64, metadata={"help": "Sinusoidal features of the segment index fed to the learned order projection."})
+    query_dependent: bool = field(default=False, metadata={"help": "QD-LCIRC: condition each compression step on the question."})
+    max_query_tokens: int = field(default=256, metadata={"help": "Longest query (in tokens) used to condition compression."})
+    window: int = field(default=1024, metadata={"help": "Decoder window M: prompts longer than this are refused, the rest of the context goes to memory."})
+    gate_init: float = field(
+        default=0.0, metadata={"help": "Initial value of the tanh gates. 0 leaves the backbone exactly unchanged; non-zero only for tests."}
+    )
+    decoder_layers_path: str | None = field(
+        default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
+    )
+
+    def __post_init__(self) -> None:
+        positive = ["segment_len", "max_segment_len", "num_latents", "perceiver_layers", "head_dim", "gca_every", "order_dim", "max_query_tokens", "window"]
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if self.ffn_mult <= 0:
+            raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
+        if self.segment_len > self.max_segment_len:
+            raise ConfigError(
+                f"segment_len ({self.segment_len}) must be <= max_segment_len ({self.max_segment_len}), "
+                "the size of the in-segment position table"
+            )
+        if self.order_dim % 2:
+            raise ConfigError(f"order_dim must be even (sine and cosine pairs), got {self.order_dim}")
+        if self.gca_layers is not None:
+            if not self.gca_layers or any(not isinstance(i, int) or i < 0 for i in self.gca_layers):
+                raise ConfigError(f"gca_layers must be a non-empty list of layer indices >= 0, got {self.gca_layers!r}")
+            self.gca_layers = sorted(set(self.gca_layers))
+
+    def resolve_gca_layers(self, num_layers: int) -> list[int]:
+        """Explicit GCA layer indices for a backbone with ``num_layers`` decoder layers."""
+        if self.gca_layers is not None:
+            bad = [i for i in self.gca_layers if i >= num_layers]
+            if bad:
+                raise ConfigError(f"gca_layers {bad} are out of range for a backbone with {num_layers} decoder layers")
+            return list(self.gca_layers)
+        return sorted(set(range(0, num_layers, self.gca_every)) | {num_layers - 1})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> LCIRCConfig:
+        """Build a config, refusing unknown keys that could change the architecture (as PEFT does)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - _INFORMATIONAL_KEYS)
+        if unknown:
+            raise ConfigError(
+                f"{source} has unknown keys {unknown}: it was written by a newer or different version of "
+                "lcirc_plugins; upgrade the package or remove the keys"
+            )
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def save(self, directory: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write ``adapter_config.json`` (sorted, indented) with the format version and ``extra`` keys."""
+        from .. import __version__
+
+        path = Path(directory) / CONFIG_NAME
+        payload = {**self.to_dict(), "format_version": FORMAT_VERSION, "lcirc_plugins_version": __version__, **(extra or {})}
+        path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, directory: str | Path) -> tuple[LCIRCConfig, dict[str, Any]]:
+        """Read ``adapter_config.json``; returns the config and the raw JSON (for the backbone signature)."""
+        path = Path(directory) / CONFIG_NAME
+        if not path.is_file():
+            raise CorruptFileError(f"{path} not found: an adapter directory holds adapter_config.json and adapter_model.safetensors")
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise CorruptFileError(f"{path} is not valid JSON ({err}); the adapter config is corrupt") from err
+        if not isinstance(raw, dict):
+            raise CorruptFileError(f"{path} must hold a JSON object, found {type(raw).__name__}")
+        version = raw.get("format_version", FORMAT_VERSION)
+        if version != FORMAT_VERSION:
+            raise CorruptFileError(f"{path} has format_version {version}; this lcirc_plugins reads version {FORMAT_VERSION}")
+        try:
+            config = cls.from_dict(raw, source=str(path))
+        except TypeError as err:
+            raise CorruptFileError(f"{path} has fields of the wrong type: {err}") from err
+        if "backbone" not in raw:
+            warnings.warn(f"{path} has no backbone signature; the adapter cannot be checked against the backbone", stacklevel=2)
+        return config, raw

@@ -1,0 +1,120 @@
+"""Compressed context injection: GCA blocks run by forward pre-hooks on the frozen decoder layers.
+
+Why hooks (STYLE.md 1.4): the backbone's module tree and state dict stay untouched, every family whose
+decoder layers take the hidden states first works without per-family code, ``generate`` and the KV cache
+keep working, and :meth:`MemoryInjector.detach` restores the pristine model. The memory reaches the hooks
+through a ``ContextVar`` set by :meth:`MemoryInjector.conditioned`, which is per thread and per asyncio
+task, so concurrent requests never see each other's memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers.modeling_layers import GradientCheckpointingLayer
+
+from ..errors import UnsupportedBackboneError
+from .gated_cross_attention import GatedCrossAttentionBlock
+
+
+@dataclass
+class _Conditioning:
+    """The memory of one call, and the K/V each GCA block projected from it (computed once per call)."""
+
+    memory: torch.Tensor
+    mask: torch.Tensor | None
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    calls: int = 0
+
+
+_ACTIVE: contextvars.ContextVar[_Conditioning | None] = contextvars.ContextVar("lcirc_memory", default=None)
+
+
+def num_decoder_layers(backbone: nn.Module) -> int:
+    config = backbone.config
+    text_config = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    count = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None)
+    if not count:
+        raise UnsupportedBackboneError(f"{type(backbone).__name__}'s config has no num_hidden_layers: is it a decoder-only LM?")
+    return int(count)
+
+
+def find_decoder_layers(backbone: nn.Module, path: str | None = None) -> nn.ModuleList:
+    """The backbone's list of decoder layers, found without a table of class names.
+
+    Rule: the one ``nn.ModuleList`` whose length is the config's layer count and whose items are all
+    ``GradientCheckpointingLayer`` (every transformers 5.x decoder layer is), falling back to the classes in
+    ``_no_split_modules``; ``path`` (e.g. ``"model.layers"``) overrides the search.
+    """
+    if path is not None:
+        module: Any = backbone
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                raise UnsupportedBackboneError(f"decoder_layers_path {path!r} does not exist in {type(backbone).__name__}")
+        if not isinstance(module, nn.ModuleList):
+            raise UnsupportedBackboneError(f"decoder_layers_path {path!r} is a {type(module).__name__}, not an nn.ModuleList")
+        return module
+    count = num_decoder_layers(backbone)
+    lists = [(name, m) for name, m in backbone.named_modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    found = [(n, m) for n, m in lists if all(isinstance(layer, GradientCheckpointingLayer) for layer in m)]
+    if not found:
+        no_split = set(getattr(backbone, "_no_split_modules", None) or [])
+        found = [(n, m) for n, m in lists if no_split and all(type(layer).__name__ in no_split for layer in m)]
+    if len(found) == 1:
+        return found[0][1]
+    names = [n for n, _ in (found or lists)] or ["none"]
+    raise UnsupportedBackboneError(
+        f"could not find a unique decoder layer list of length {count} in {type(backbone).__name__} "
+        f"(candidates: {names}); pass LCIRCConfig(decoder_layers_path=...)"
+    )
+
+
+class MemoryInjector:
+    """Attaches GCA blocks before chosen decoder layers with forward pre-hooks."""
+
+    def __init__(self, layers: nn.ModuleList, blocks: dict[int, GatedCrossAttentionBlock]) -> None:
+        self.layers = layers
+        self.blocks = blocks
+        self._handles = [layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True) for i in sorted(blocks)]
+
+    def _hook(self, index: int):  # noqa: ANN202 - a torch hook signature
+        block = self.blocks[index]
+
+        def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            state = _ACTIVE.get()
+            if state is None:  # no memory: the unmodified LM, as in the authors' code
+                return None
+            positional = bool(args)
+            hidden = args[0] if positional else kwargs["hidden_states"]
+            if index not in state.kv:
+                state.kv[index] = block.project_memory(state.memory.to(block.attn_gate.dtype))
+            state.calls += 1
+            out = block(hidden.to(block.attn_gate.dtype), state.kv[index], state.mask).to(hidden.dtype)
+            if positional:
+                return (out, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": out}
+
+        return pre_hook
+
+    @contextlib.contextmanager
+    def conditioned(self, memory: torch.Tensor | None, mask: torch.Tensor | None = None) -> Iterator[_Conditioning | None]:
+        """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d]."""
+        state = None if memory is None else _Conditioning(memory if memory.dim() == 3 else memory.unsqueeze(0), mask)
+        token = _ACTIVE.set(state)
+        try:
+            yield state
+        finally:
+            _ACTIVE.reset(token)
+
+    def detach(self) -> None:
+        """Remove the hooks: the backbone is exactly the pristine model again."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []

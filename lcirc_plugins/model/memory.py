@@ -1,0 +1,154 @@
+"""``CompressedMemory``: a compressed document, reusable across questions and sessions.
+
+It carries what is needed to use it (``features``), to recompress it for a question in QD mode and to
+continue it (``token_ids``), to say where an answer came from (``spans``: the character range of every
+segment in the source text), and to refuse it for the wrong model (adapter fingerprint and backbone
+signature). Saved as one safetensors file: tensors plus a JSON header, no pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from ..errors import CorruptFileError, MemoryMismatchError
+
+MEMORY_FORMAT_VERSION = "1"
+
+
+def token_hash(token_ids: torch.Tensor) -> str:
+    """sha256 of the token ids (int32, little-endian): the content exactly as the model compressed it."""
+    return hashlib.sha256(token_ids.to(torch.int32).contiguous().numpy().tobytes()).hexdigest()
+
+
+@dataclass
+class CompressedMemory:
+    """The recurrent memory of one text.
+
+    Attributes:
+        features: [S*K, d] raw compressed features ``[h(1); ...; h(S)]`` (float32, no order signal).
+        token_ids: [N] the token ids that were compressed (int32).
+        spans: [S, 2] character ``[start, end)`` of every segment in the source text.
+        num_chars: length of the source text in characters (appended texts count from here).
+        segment_len, num_latents: the segmentation the features were made with.
+        adapter_fingerprint: sha256 of the adapter weights that made it.
+        backbone: the backbone signature (model type, sizes, tokenizer fingerprint).
+        metadata: free-form JSON-able information (title, source path, ...), kept on save.
+    """
+
+    features: torch.Tensor
+    token_ids: torch.Tensor
+    spans: torch.Tensor
+    num_chars: int
+    segment_len: int
+    num_latents: int
+    adapter_fingerprint: str
+    backbone: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.token_ids.numel())
+
+    @property
+    def num_segments(self) -> int:
+        return int(self.spans.shape[0])
+
+    @property
+    def num_vectors(self) -> int:
+        return int(self.features.shape[0])
+
+    @property
+    def content_sha256(self) -> str:
+        return token_hash(self.token_ids)
+
+    @property
+    def compression_ratio(self) -> float:
+        return self.num_tokens / max(1, self.num_vectors)
+
+    def segment_of_vector(self, index: int) -> int:
+        """Which segment a memory row belongs to (for provenance)."""
+        return index // self.num_latents
+
+    def check_compatible(self, adapter_fingerprint: str, backbone: dict[str, Any]) -> None:
+        """Raise ``MemoryMismatchError`` unless this memory was made by that adapter on that backbone."""
+        if self.adapter_fingerprint != adapter_fingerprint:
+            raise MemoryMismatchError(
+                f"this memory was made by adapter {self.adapter_fingerprint[:12]}, but the model's adapter is "
+                f"{adapter_fingerprint[:12]}: compress the text again with this model"
+            )
+        for key in ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "tokenizer"):
+            if self.backbone.get(key) != backbone.get(key):
+                raise MemoryMismatchError(
+                    f"this memory was made on a backbone with {key}={self.backbone.get(key)!r}, "
+                    f"the model's backbone has {key}={backbone.get(key)!r}"
+                )
+
+    def __repr__(self) -> str:
+        return (
+            f"CompressedMemory(num_tokens={self.num_tokens:,}, num_segments={self.num_segments}, "
+            f"num_vectors={self.num_vectors}, dim={self.features.shape[-1]}, adapter={self.adapter_fingerprint[:12]})"
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write one ``.safetensors`` file (tensors + JSON header); written to a temp name, then renamed."""
+        path = Path(path)
+        header = {
+            "lcirc_memory_format": MEMORY_FORMAT_VERSION,
+            "num_chars": str(self.num_chars),
+            "segment_len": str(self.segment_len),
+            "num_latents": str(self.num_latents),
+            "adapter_fingerprint": self.adapter_fingerprint,
+            "backbone": json.dumps(self.backbone, sort_keys=True),
+            "metadata": json.dumps(self.metadata, sort_keys=True),
+            "content_sha256": self.content_sha256,
+        }
+        tensors = {
+            "features": self.features.detach().float().contiguous(),
+            "token_ids": self.token_ids.to(torch.int32).contiguous(),
+            "spans": self.spans.to(torch.int64).contiguous(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        save_file(tensors, str(tmp), metadata=header)
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> CompressedMemory:
+        """Read a memory file; a truncated, edited or foreign file raises ``CorruptFileError``."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"memory file {path} does not exist")
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                header = handle.metadata() or {}
+            tensors = load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as err:
+            raise CorruptFileError(f"{path} is not a readable safetensors memory file ({err})") from err
+        if header.get("lcirc_memory_format") != MEMORY_FORMAT_VERSION:
+            raise CorruptFileError(f"{path} is not an lcirc compressed memory (format {header.get('lcirc_memory_format')!r})")
+        try:
+            memory = cls(
+                features=tensors["features"],
+                token_ids=tensors["token_ids"],
+                spans=tensors["spans"],
+                num_chars=int(header["num_chars"]),
+                segment_len=int(header["segment_len"]),
+                num_latents=int(header["num_latents"]),
+                adapter_fingerprint=header["adapter_fingerprint"],
+                backbone=json.loads(header["backbone"]),
+                metadata=json.loads(header["metadata"]),
+            )
+        except (KeyError, ValueError) as err:
+            raise CorruptFileError(f"{path} is missing or has a malformed field: {err}") from err
+        expected_rows = memory.num_segments * memory.num_latents
+        if memory.features.dim() != 2 or memory.features.shape[0] != expected_rows or memory.content_sha256 != header.get("content_sha256"):
+            raise CorruptFileError(f"{path} is inconsistent (features, spans and token hash disagree); the file was altered")
+        return memory

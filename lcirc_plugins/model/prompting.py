@@ -1,0 +1,24 @@
+"""How a question becomes decoder input, in one place shared by inference, training and evaluation.
+
+The book lives in the memory, so the decoder's prompt is only the question, wrapped in the backbone's
+own chat template when it has one (never a hand-written imitation), or a plain ``Question:/Answer:``
+format for base models.
+"""
+
+from __future__ import annotations
+
+from transformers import PreTrainedTokenizerBase
+
+DEFAULT_SYSTEM_PROMPT = "Answer the question using the document you have read. Be brief."
+
+
+def build_prompt(tokenizer: PreTrainedTokenizerBase, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> list[int]:
+    """Token ids of the prompt that asks ``question`` and leaves the assistant turn open."""
+    if getattr(tokenizer, "chat_template", None):
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": question})
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)["input_ids"]
+        return list(ids)
+    text = (f"{system_prompt}\n\n" if system_prompt else "") + f"Question: {question}\nAnswer:"
+    ids = tokenizer(text, add_special_tokens=True)["input_ids"]
+    return list(ids)

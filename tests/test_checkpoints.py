@@ -1,0 +1,142 @@
+"""Adapter and memory files: bit-exact round trips, and clear errors for foreign or damaged files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from lcirc_plugins import CompressedMemory, LCIRCConfig, LCIRCModel
+from lcirc_plugins.errors import AdapterMismatchError, ConfigError, CorruptFileError, MemoryMismatchError
+
+
+def _state(model: LCIRCModel) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.adapter.state_dict().items()}
+
+
+def test_adapter_round_trip_is_bit_exact(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    model = make_lcirc("qwen3", query_dependent=True, gate_init=0.3)
+    model.save_pretrained(tmp_path)
+    model.injector.detach()
+    loaded = LCIRCModel.from_pretrained(tmp_path, tiny_backbones["qwen3"], tokenizer=smollm2_tokenizer)
+    try:
+        original = _state(model)
+        assert set(loaded.adapter.state_dict()) == set(original)
+        assert all(torch.equal(original[k], v) for k, v in loaded.adapter.state_dict().items())
+        assert loaded.config == model.config
+        assert loaded.adapter_fingerprint == model.adapter_fingerprint
+        assert not any(p.requires_grad for p in loaded.adapter.parameters()), "loaded adapters are frozen by default"
+    finally:
+        loaded.injector.detach()
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["backbone"]["hidden_size"] == 64 and config["format_version"] == 1
+
+
+def test_memory_round_trip_is_bit_exact(make_lcirc, sample_text, tmp_path):
+    model = make_lcirc("llama")
+    memory = model.compress(sample_text[:3000], metadata={"title": "Treasure Island"})
+    memory.save(tmp_path / "book.safetensors")
+    loaded = CompressedMemory.load(tmp_path / "book.safetensors")
+    assert torch.equal(loaded.features, memory.features)
+    assert torch.equal(loaded.token_ids, memory.token_ids)
+    assert torch.equal(loaded.spans, memory.spans)
+    assert (loaded.num_chars, loaded.adapter_fingerprint, loaded.backbone, loaded.metadata) == (
+        memory.num_chars,
+        memory.adapter_fingerprint,
+        memory.backbone,
+        {"title": "Treasure Island"},
+    )
+
+
+@pytest.mark.parametrize("other", ["gemma3", "gpt2"])
+def test_adapter_for_another_backbone_is_refused(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path, other):
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    make_lcirc("llama").save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    wider = AutoModelForCausalLM.from_config(
+        LlamaConfig(vocab_size=len(smollm2_tokenizer), hidden_size=96, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4)
+    )
+    with pytest.raises(AdapterMismatchError, match="hidden_size=64"):
+        LCIRCModel.from_pretrained(tmp_path, wider, tokenizer=smollm2_tokenizer)
+    deeper_config = json.loads((tmp_path / "adapter_config.json").read_text())
+    deeper_config["backbone"]["num_hidden_layers"] = 8
+    (tmp_path / "adapter_config.json").write_text(json.dumps(deeper_config))
+    with pytest.raises(AdapterMismatchError, match="num_hidden_layers=8"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones[other], tokenizer=smollm2_tokenizer)
+
+
+def test_corrupt_adapter_json_is_a_clear_error(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    (tmp_path / "adapter_config.json").write_text('{"segment_len": 32,')
+    with pytest.raises(CorruptFileError, match="not valid JSON"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+def test_edited_adapter_json_with_an_unknown_key_is_refused(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config["num_experts"] = 4
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="unknown keys \\['num_experts'\\]"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+def test_truncated_adapter_weights_are_a_clear_error(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(CorruptFileError, match="not a readable safetensors file"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+def test_weights_that_do_not_match_the_config_are_refused(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    config["perceiver_layers"] = 3
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(CorruptFileError, match="missing keys"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+def test_truncated_memory_file_is_a_clear_error(make_lcirc, sample_text, tmp_path):
+    path = make_lcirc("llama").compress(sample_text[:2000]).save(tmp_path / "m.safetensors")
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CorruptFileError, match="not a readable safetensors memory file"):
+        CompressedMemory.load(path)
+
+
+def test_a_safetensors_file_that_is_not_a_memory_is_refused(make_lcirc, tmp_path):
+    model = make_lcirc("llama")
+    model.save_pretrained(tmp_path)
+    with pytest.raises(CorruptFileError, match="not an lcirc compressed memory"):
+        CompressedMemory.load(tmp_path / "adapter_model.safetensors")
+
+
+def test_memory_from_another_adapter_is_refused(make_lcirc, sample_text):
+    memory = make_lcirc("llama", seed=0).compress(sample_text[:2000])
+    other = make_lcirc("mistral-sliding", seed=1)
+    with pytest.raises(MemoryMismatchError, match="made by adapter"):
+        other.answer("Who is the captain?", memory, max_new_tokens=2)
+    with pytest.raises(MemoryMismatchError, match="made by adapter"):
+        other.compress("More text.", memory=memory)
+
+
+def test_invalid_config_values_are_specific_errors():
+    with pytest.raises(ConfigError, match="segment_len must be a positive integer"):
+        LCIRCConfig(segment_len=0)
+    with pytest.raises(ConfigError, match="must be <= max_segment_len"):
+        LCIRCConfig(segment_len=4096, max_segment_len=2048)
+
+
+def test_a_failed_load_leaves_the_backbone_without_hooks(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.model.injection import find_decoder_layers
+
+    model = make_lcirc("llama")
+    model.save_pretrained(tmp_path)
+    model.injector.detach()
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"not safetensors")
+    with pytest.raises(CorruptFileError):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+    assert all(not layer._forward_pre_hooks for layer in find_decoder_layers(tiny_backbones["llama"]))

@@ -1,0 +1,208 @@
+"""The ``lcirc`` command, run in-process through ``main`` (and once as ``python -m lcirc_plugins``).
+
+Most tests need no model: the CLI checks its inputs before loading the backbone, which is what makes a
+typo fail fast. One test loads SmolLM2 twice (compress, then ask in a "new" invocation), which also proves
+that a memory written by one run is accepted by the next.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lcirc_plugins.cli import NO_ADAPTER_WARNING, describe, document_metadata, main
+from lcirc_plugins.data.documents import Document
+from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
+from lcirc_plugins.model.memory import CompressedMemory
+
+SAMPLE_BOOK = Path(__file__).parent / "data" / "sample-book.txt"
+SUMMARY = re.compile(r"^Compressed ([\d,]+) tokens into ([\d,]+) memory vectors \((\d+\.\d)x\) in \d+\.\d s -> (.+)$")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def small_book(tmp_path: Path, chars: int = 6_000) -> Path:
+    """The start of the sample book (a few segments: enough to compress, quick to do so)."""
+    text = SAMPLE_BOOK.read_text(encoding="utf-8-sig")[:chars] if SAMPLE_BOOK.is_file() else "Long John Silver. " * 400
+    path = tmp_path / "treasure.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def tiny_memory(num_segments: int = 3, metadata: dict | None = None) -> CompressedMemory:
+    """A hand-made memory (no model): 8-token segments, 2 vectors each, d=4."""
+    tokens = num_segments * 8 - 3
+    return CompressedMemory(
+        features=torch.arange(num_segments * 2 * 4, dtype=torch.float32).reshape(-1, 4),
+        token_ids=torch.arange(tokens, dtype=torch.int32),
+        spans=torch.tensor([[i * 30, (i + 1) * 30] for i in range(num_segments)]),
+        num_chars=num_segments * 30,
+        segment_len=8,
+        num_latents=2,
+        adapter_fingerprint="ab" * 32,
+        backbone={"model_type": "llama", "name_or_path": "smollm2-135m-instruct"},
+        metadata=metadata if metadata is not None else {"title": "Treasure Island", "source": "book.txt", "sections": []},
+    )
+
+
+# ----- no model needed ----------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("compress", "ask", "info"):
+        assert command in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compress", "--help"])
+    assert exit_info.value.code == 0
+    assert "--append" in capsys.readouterr().out
+
+
+def test_a_command_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+    assert "required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["ask", "compress"])
+def test_missing_book_is_a_clean_error(capsys: pytest.CaptureFixture[str], tmp_path: Path, command: str) -> None:
+    book = tmp_path / "no-such-book.txt"
+    argv = ["ask", book, "Who?"] if command == "ask" else ["compress", book, "-o", tmp_path / "m.memory.safetensors"]
+    code, out, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and "no-such-book.txt" in err and "no such file" in err
+    assert "Traceback" not in err and out == ""
+
+
+def test_unsupported_extension_names_the_supported_ones(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    book = tmp_path / "book.docx"
+    book.write_text("some text", encoding="utf-8")
+    code, _, err = run(capsys, "compress", book, "-o", tmp_path / "m.memory.safetensors")
+    assert code == 2
+    assert err.startswith("error: ") and "unsupported file type '.docx'" in err and ".epub" in err
+
+
+def test_binary_book_is_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    book = tmp_path / "book.txt"
+    book.write_bytes(b"\x00\x01\x02binary" * 50)
+    code, _, err = run(capsys, "ask", book, "What is it about?")
+    assert code == 2 and "does not look like text" in err
+
+
+def test_output_must_be_a_safetensors_file_in_an_existing_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    book = small_book(tmp_path)
+    code, _, err = run(capsys, "compress", book, "-o", tmp_path / "memory.bin")
+    assert code == 2 and ".safetensors" in err
+    code, _, err = run(capsys, "compress", book, "-o", tmp_path / "missing-dir" / "m.memory.safetensors")
+    assert code == 2 and "missing-dir" in err and "does not exist" in err
+
+
+def test_empty_question_and_bad_token_count(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    book = small_book(tmp_path)
+    code, _, err = run(capsys, "ask", book, "   ")
+    assert code == 2 and err == "error: the question is empty\n"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["ask", str(book), "Who?", "--max-new-tokens", "0"])
+    assert exit_info.value.code == 2
+    assert "must be at least 1" in capsys.readouterr().err
+
+
+def test_missing_adapter_directory_is_an_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = run(capsys, "ask", small_book(tmp_path), "Who?", "--adapter", tmp_path / "no-adapter")
+    assert code == 2 and "no-adapter" in err and "does not exist" in err
+    assert NO_ADAPTER_WARNING not in err  # an explicit adapter never falls back silently
+
+
+def test_info_and_corrupt_memory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    path = tiny_memory().save(tmp_path / "book.memory.safetensors")
+    code, out, _ = run(capsys, "info", path)
+    assert code == 0
+    assert "Treasure Island" in out and "21 (90 characters)" in out and "6 (2 per segment, d=4)" in out
+    assert "3.5x" in out and "ab" * 32 in out and "smollm2-135m-instruct" in out
+
+    broken = tmp_path / "broken.memory.safetensors"
+    broken.write_bytes(path.read_bytes()[:-10])
+    code, out, err = run(capsys, "info", broken)
+    assert code == 2 and err.startswith("error: ") and "broken.memory.safetensors" in err and out == ""
+    code, _, err = run(capsys, "info", tmp_path / "absent.memory.safetensors")
+    assert code == 2 and "does not exist" in err
+
+
+def test_appended_document_becomes_a_section_at_its_offset() -> None:
+    base = tiny_memory(metadata={"title": "Vol 1", "source": "v1.txt", "sections": [["Chapter 1", 0]]})
+    doc = Document(text="more", title="Vol 2", source="v2.epub", sections=[("Chapter 9", 5)])
+    meta = document_metadata(doc, base)
+    assert meta == {"title": "Vol 1", "source": "v1.txt", "sections": [["Chapter 1", 0], ["Vol 2", 90], ["Chapter 9", 95]]}
+    assert document_metadata(doc) == {"title": "Vol 2", "source": "v2.epub", "sections": [["Chapter 9", 5]]}
+    assert "title:" in describe(base)
+
+
+def test_module_entry_point_exits_2_without_traceback(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "lcirc_plugins", "ask", str(tmp_path / "missing.md"), "Who?"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: ") and "missing.md" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# ----- with the real backbone ---------------------------------------------------------------------------
+
+
+def test_compress_info_then_ask_the_saved_memory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    book = small_book(tmp_path)
+    memory_path = tmp_path / "treasure.memory.safetensors"
+
+    code, out, err = run(capsys, "compress", book, "-o", memory_path)
+    assert code == 0, err
+    match = SUMMARY.match(out.strip())
+    assert match, out
+    assert match.group(4) == str(memory_path) and memory_path.is_file()
+    assert (NO_ADAPTER_WARNING in err) == (not DEFAULT_ADAPTER_DIR.is_dir())
+    memory = CompressedMemory.load(memory_path)
+    assert f"{memory.num_tokens:,}" == match.group(1) and f"{memory.num_vectors:,}" == match.group(2)
+    assert memory.metadata["title"] == "treasure" and memory.metadata["source"] == str(book)
+    assert memory.metadata["sections"] == []
+
+    code, out, _ = run(capsys, "info", memory_path)
+    assert code == 0 and "treasure" in out and f"{memory.num_tokens:,}" in out and memory.adapter_fingerprint in out
+
+    # A separate invocation loads the model again: it must accept the memory the first one wrote.
+    code, out, err = run(capsys, "ask", memory_path, "Who is the captain?", "--max-new-tokens", "8")
+    assert code == 0, err
+    assert out.endswith("\n") and out.strip()
+    assert "error" not in err
+
+
+@pytest.mark.slow
+def test_ask_a_book_directly_and_append(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    book = small_book(tmp_path, chars=3_000)
+    code, out, err = run(capsys, "ask", book, "Who is the captain?", "--max-new-tokens", "8", "--no-stream")
+    assert code == 0, err
+    assert out.strip()
+
+    memory_path = tmp_path / "a.memory.safetensors"
+    assert run(capsys, "compress", book, "-o", memory_path)[0] == 0
+    first = CompressedMemory.load(memory_path)
+    code, out, err = run(capsys, "compress", book, "-o", memory_path, "--append", memory_path)
+    assert code == 0, err
+    assert out.startswith("Appended ")
+    both = CompressedMemory.load(memory_path)
+    assert both.num_chars == 2 * first.num_chars
+    assert both.metadata["sections"] == [["treasure", first.num_chars]]
