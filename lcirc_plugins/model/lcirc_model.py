@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Union
 
@@ -20,7 +21,7 @@ from .backbone import DEFAULT_BACKBONE, backbone_signature, load_backbone, prepa
 from .config import LCIRCConfig
 from .injection import MemoryInjector, find_decoder_layers
 from .memory import CompressedMemory
-from .prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
+from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
 Progress = Union[bool, Callable[[int, int], None]]
@@ -309,9 +310,10 @@ class LCIRCModel(nn.Module):
             )
         return torch.tensor([ids], dtype=torch.long)
 
-    def _answer_inputs(self, question: str, memory: CompressedMemory | None, max_new_tokens: int, system_prompt: str | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _answer_inputs(self, question: str, memory: CompressedMemory | None, max_new_tokens: int, system_prompt: str | None) -> PreparedPrompt:
         ids = self.prompt_ids(question, max_new_tokens, system_prompt)
-        return ids, (None if memory is None else self.memory_for_query(memory, question))
+        features = None if memory is None else self.memory_for_query(memory, question)
+        return PreparedPrompt(ids, features, 0 if memory is None else memory.num_tokens)
 
     def answer(
         self,
@@ -323,10 +325,8 @@ class LCIRCModel(nn.Module):
         **generate_kwargs: Any,
     ) -> str:
         """Answer ``question`` about the compressed text (greedy unless sampling arguments are given)."""
-        ids, features = self._answer_inputs(question, memory, max_new_tokens, system_prompt)
-        generate_kwargs.setdefault("do_sample", False)
-        out = self.generate(ids, memory=features, max_new_tokens=max_new_tokens, **generate_kwargs)
-        return self.tokenizer.decode(out[0, ids.shape[1] :], skip_special_tokens=True).strip()
+        prepared = self._answer_inputs(question, memory, max_new_tokens, system_prompt)
+        return self.generate_text(prepared, max_new_tokens=max_new_tokens, **generate_kwargs)[0]
 
     def stream_answer(
         self,
@@ -338,14 +338,54 @@ class LCIRCModel(nn.Module):
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the answer in pieces as it is generated."""
-        ids, features = self._answer_inputs(question, memory, max_new_tokens, system_prompt)
+        prepared = self._answer_inputs(question, memory, max_new_tokens, system_prompt)
+        return self.stream_text(prepared, max_new_tokens=max_new_tokens, **generate_kwargs)
+
+    # ----- arbitrary prompts: what framework integrations call ------------------------------------------
+
+    def prepare_prompt(self, prompt: str | Sequence[dict[str, str]], *, max_new_tokens: int = 128) -> PreparedPrompt:
+        """Tokenize a prompt (text, or chat messages for the chat template) and fit it to the window.
+
+        A prompt longer than ``window - max_new_tokens`` is not cut: its head is compressed into memory
+        (query-dependent on the prompt's last tokens in QD mode) and only the tail goes to the decoder.
+        """
+        if isinstance(prompt, str):
+            if not prompt.strip():
+                raise EmptyInputError("the prompt is empty")
+            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        else:
+            if not prompt:
+                raise EmptyInputError("the chat has no messages")
+            ids = apply_chat_template(self.tokenizer, list(prompt))
+        budget = self.config.window - max_new_tokens
+        if budget < 1:
+            raise InputTooLongError(f"max_new_tokens={max_new_tokens} leaves no room in the decoder window of {self.config.window} tokens")
+        if len(ids) <= budget:
+            return PreparedPrompt(torch.tensor([ids]), None, 0)
+        head, tail = torch.tensor(ids[:-budget]), torch.tensor(ids[-budget:])
+        compressor = self.adapter.compressor
+        with torch.no_grad():
+            query = tail[-self.config.max_query_tokens :][None]
+            kv = compressor.project_query(self.embed_tokens(query)) if self.config.query_dependent else None
+            features = compressor.compress(self.embed_tokens, [head], self.config.segment_len, query_kv=kv)[0]
+        return PreparedPrompt(tail[None], features, len(head))
+
+    def generate_text(self, prepared: PreparedPrompt, *, max_new_tokens: int = 128, **generate_kwargs: Any) -> tuple[str, int]:
+        """Generate from a prepared prompt; returns the text and the number of new tokens."""
+        generate_kwargs.setdefault("do_sample", False)
+        out = self.generate(prepared.input_ids, memory=prepared.memory, max_new_tokens=max_new_tokens, **generate_kwargs)
+        new_tokens = out[0, prepared.input_ids.shape[1] :]
+        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), int(new_tokens.numel())
+
+    def stream_text(self, prepared: PreparedPrompt, *, max_new_tokens: int = 128, **generate_kwargs: Any) -> Iterator[str]:
+        """Yield generated text in pieces; generation runs in a worker thread."""
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         generate_kwargs.setdefault("do_sample", False)
         errors: list[BaseException] = []
 
         def run() -> None:
             try:
-                self.generate(ids, memory=features, max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs)
+                self.generate(prepared.input_ids, memory=prepared.memory, max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs)
             except BaseException as err:  # surfaced in the caller's thread below
                 errors.append(err)
                 streamer.end()
@@ -357,6 +397,19 @@ class LCIRCModel(nn.Module):
         worker.join()
         if errors:
             raise errors[0]
+
+
+@dataclass
+class PreparedPrompt:
+    """Decoder input ids [1, T], the memory features for them (or None) and how many tokens were compressed."""
+
+    input_ids: torch.Tensor
+    memory: torch.Tensor | None
+    compressed_tokens: int
+
+    @property
+    def input_tokens(self) -> int:
+        return int(self.input_ids.shape[1]) + self.compressed_tokens
 
 
 class _progress_bar:
