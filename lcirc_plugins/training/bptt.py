@@ -1,0 +1,65 @@
+"""Back-propagation through the compression recurrence: full, truncated and selective state BPTT.
+
+Full BPTT keeps the graph of every step (exact, memory grows with the number of segments S). Truncated
+keeps gradients through the last ``window`` steps. Selective state BPTT (LCIRC section 3.4) keeps them
+through a random subset of ``window`` steps. Steps outside the chosen set run under ``no_grad``: their
+outputs enter the memory as constants and the recurrence is cut there, which is what bounds the memory
+of training.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+from ..model.lcirc_model import LCIRCModel
+
+BPTT_MODES = ("full", "truncated", "selective")
+
+
+def steps_with_gradient(num_steps: int, mode: str, window: int, rng: random.Random) -> set[int]:
+    """Indices of the compression steps that keep their graph."""
+    if mode == "full" or window >= num_steps:
+        return set(range(num_steps))
+    if mode == "truncated":
+        return set(range(num_steps - window, num_steps))
+    if mode == "selective":
+        # Without replacement (the authors' code draws with replacement): exactly `window` distinct steps.
+        return set(rng.sample(range(num_steps), window))
+    raise ValueError(f"bptt mode must be one of {BPTT_MODES}, got {mode!r}")
+
+
+def compress_for_training(
+    model: LCIRCModel,
+    segments: list[torch.Tensor],
+    grad_steps: set[int],
+    query_ids: torch.Tensor | None = None,
+    gradient_checkpointing: bool = False,
+) -> torch.Tensor:
+    """Run the recurrence over token-id segments [B, L_i]; returns the memory [B, S*K, d].
+
+    Only steps in ``grad_steps`` record a graph; with ``gradient_checkpointing`` each of them is
+    recomputed in the backward pass instead of keeping its activations.
+    """
+    compressor = model.adapter.compressor
+    query_kv = None
+    if query_ids is not None and compressor.query_mixer is not None and query_ids.numel():
+        query_kv = compressor.project_query(model.embed_tokens(query_ids))
+
+    def step(state: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        return compressor.step(state, compressor.segment_features(model.embed_tokens(ids)), None, query_kv)
+
+    state = compressor.initial_state(segments[0].shape[0])
+    outputs = []
+    for i, ids in enumerate(segments):
+        if i not in grad_steps:
+            with torch.no_grad():
+                state = step(state, ids)
+        elif gradient_checkpointing:
+            state = checkpoint(step, state, ids, use_reentrant=False)
+        else:
+            state = step(state, ids)
+        outputs.append(state)
+    return torch.cat(outputs, dim=1)

@@ -1,0 +1,110 @@
+"""``TrainConfig``: every hyper-parameter of a run, read from a JSON preset plus ``--key=value`` overrides.
+
+The resolved config is written next to every checkpoint, so a run can always be reproduced and resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .bptt import BPTT_MODES
+
+
+@dataclass
+class TrainConfig:
+    stage: str = field(default="lm", metadata={"help": "lm (stage 1: next-token loss on the window after the memory) or qa (stage 2)."})
+    data: str = field(default="", metadata={"help": "Training data: .txt file or folder, .jsonl, a datasets folder, or synthetic:TASK."})
+    eval_data: str = field(default="", metadata={"help": "Held-out data (same forms); empty: every 20th document of `data`."})
+    backbone: str = field(default="smollm2-135m-instruct", metadata={"help": "Backbone name, folder, hub id or .gguf file."})
+    init_adapter: str = field(default="", metadata={"help": "Adapter directory to start from (e.g. the stage-1 result for stage 2)."})
+    adapter: dict[str, Any] = field(default_factory=dict, metadata={"help": "LCIRCConfig fields for a fresh adapter."})
+    output_dir: str = field(default="runs/lcirc", metadata={"help": "Where checkpoints, metrics.jsonl and the final adapter go."})
+    seed: int = field(default=0, metadata={"help": "Seed of data order, segment lengths, BPTT step choice and init."})
+    steps: int = field(default=1000, metadata={"help": "Optimizer steps."})
+    grad_accum: int = field(default=1, metadata={"help": "Examples per optimizer step (per process)."})
+    lr: float = field(default=5e-5, metadata={"help": "Peak learning rate (Adam)."})
+    warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
+    schedule: str = field(default="constant", metadata={"help": "constant or cosine decay after warm-up."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0 disables)."})
+    bptt: str = field(default="selective", metadata={"help": "full, truncated or selective (the paper's)."})
+    bptt_window: int = field(default=8, metadata={"help": "Steps with gradient in truncated/selective BPTT."})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute compression steps in backward."})
+    min_segment_len: int = field(default=64, metadata={"help": "Shortest random segment length (training)."})
+    max_segment_len: int = field(default=512, metadata={"help": "Longest random segment length (training)."})
+    min_segments: int = field(default=1, metadata={"help": "Fewest segments compressed before the window."})
+    max_segments: int = field(default=8, metadata={"help": "Most segments compressed before the window (curriculum end)."})
+    curriculum_steps: int = field(default=0, metadata={"help": "Steps over which max segments grows from min_segments (0: no curriculum)."})
+    window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
+    min_doc_tokens: int = field(default=0, metadata={"help": "Skip documents shorter than this (FineWeb-Edu style filter)."})
+    eval_every: int = field(default=100, metadata={"help": "Evaluate every n steps (0 disables)."})
+    eval_examples: int = field(default=16, metadata={"help": "Held-out examples per evaluation."})
+    save_every: int = field(default=100, metadata={"help": "Checkpoint every n steps."})
+    keep_checkpoints: int = field(default=2, metadata={"help": "Most recent checkpoints kept."})
+    log_every: int = field(default=1, metadata={"help": "Write a metrics line every n steps."})
+    mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
+    resume: bool = field(default=True, metadata={"help": "Resume from the latest checkpoint in output_dir if there is one."})
+
+    def __post_init__(self) -> None:
+        if self.stage not in ("lm", "qa"):
+            raise ConfigError(f"stage must be 'lm' or 'qa', got {self.stage!r}")
+        if self.bptt not in BPTT_MODES:
+            raise ConfigError(f"bptt must be one of {BPTT_MODES}, got {self.bptt!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+        for name in ("steps", "grad_accum", "bptt_window", "min_segment_len", "max_segment_len", "min_segments", "max_segments", "window"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_segment_len > self.max_segment_len or self.min_segments > self.max_segments:
+            raise ConfigError("min_segment_len/min_segments must not exceed max_segment_len/max_segments")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file_and_overrides(cls, path: str | None, overrides: list[str]) -> TrainConfig:
+        """A JSON preset (optional), then ``key=value`` overrides parsed by the field's type."""
+        values: dict[str, Any] = {}
+        if path:
+            try:
+                values = json.loads(Path(path).read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as err:
+                raise ConfigError(f"cannot read training config {path}: {err}") from err
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        for item in overrides:
+            key, sep, raw = item.removeprefix("--").partition("=")
+            if not sep:
+                raise ConfigError(f"override {item!r} must look like --key=value")
+            if key not in fields:
+                unknown.append(key)
+                continue
+            values[key] = _parse(raw, fields[key].type, values.get(key, fields[key].default))
+        if unknown:
+            raise ConfigError(f"unknown training config keys {unknown}; known keys: {sorted(fields)}")
+        return cls(**values)
+
+
+def _parse(raw: str, annotation: Any, current: Any) -> Any:
+    """Parse an override by the type of the field's current value (JSON for dicts)."""
+    kind = type(current) if current is not None and not isinstance(current, dataclasses._MISSING_TYPE) else str
+    if kind is bool:
+        if raw.lower() not in ("true", "false", "1", "0"):
+            raise ConfigError(f"expected true/false, got {raw!r}")
+        return raw.lower() in ("true", "1")
+    if kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError as err:
+            raise ConfigError(f"expected a {kind.__name__}, got {raw!r}") from err
+    if kind in (dict, list) or "dict" in str(annotation):
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"expected JSON, got {raw!r}") from err
+    return raw

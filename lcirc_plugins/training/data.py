@@ -1,0 +1,189 @@
+"""Training examples, streamed: documents are read and tokenized one at a time, never all in memory.
+
+Stage 1 (``lm``): a document is cut into ``[segments to compress | window]`` pieces; the loss is on the
+window. Stage 2 (``qa``): the context is compressed, the decoder sees the question's chat prompt and the
+answer, and the loss is on the answer tokens only (the same prompt ``LCIRCModel.answer`` builds).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from ..errors import LCIRCError
+from ..model.prompting import build_prompt
+from .config import TrainConfig
+
+TEXT_SUFFIXES = {".txt", ".md", ".text"}
+IGNORE = -100
+
+
+@dataclass
+class TrainExample:
+    """Token-id segments to compress, decoder input ids and labels (``-100`` = no loss), optional query."""
+
+    segments: list[torch.Tensor]
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    query_ids: torch.Tensor | None = None
+
+
+def iter_records(source: str) -> Iterator[dict[str, str]]:
+    """Records (``{"text": ...}`` or QA fields) from a text file/folder, a JSONL file or a datasets folder."""
+    path = Path(source)
+    if not path.exists():
+        raise LCIRCError(f"training data {source} does not exist")
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "state.json").exists()):
+        from datasets import load_from_disk  # the `train` extra
+
+        yield from load_from_disk(str(path))
+        return
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if file.suffix in TEXT_SUFFIXES:
+            yield {"text": file.read_text(encoding="utf-8-sig").replace("\r\n", "\n")}
+        elif file.suffix == ".jsonl":
+            with file.open(encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        yield json.loads(line)
+
+
+def random_lengths(rng: random.Random, total: int, low: int, high: int) -> list[int]:
+    """Random segment lengths in ``[low, high]`` whose sum is ``total`` (the last may be shorter)."""
+    lengths = []
+    while total > 0:
+        length = min(total, rng.randint(low, high))
+        lengths.append(length)
+        total -= length
+    return lengths
+
+
+def split_segments(ids: torch.Tensor, lengths: list[int]) -> list[torch.Tensor]:
+    return [piece[None] for piece in torch.split(ids, lengths)]
+
+
+class ExampleStream:
+    """A deterministic, endless stream of training examples for one process.
+
+    Determinism: everything random comes from ``random.Random(seed)``; a small shuffle buffer mixes
+    examples across documents. Sharding: process ``rank`` keeps every ``world``-th example, so any number
+    of processes see disjoint data. ``position`` counts examples yielded, which is what a checkpoint
+    stores; :meth:`skip` replays to a position on resume.
+    """
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        config: TrainConfig,
+        split: str = "train",
+        rank: int = 0,
+        world: int = 1,
+        step_of: Callable[[int], int] | None = None,
+        shuffle_buffer: int = 32,
+    ) -> None:
+        self.tokenizer, self.config, self.split = tokenizer, config, split
+        self.rank, self.world, self.shuffle_buffer = rank, world, shuffle_buffer
+        self.step_of = step_of or (lambda position: position // config.grad_accum)
+        self.position = 0
+        self._iterator = self._generate()
+
+    def __iter__(self) -> Iterator[TrainExample]:
+        return self
+
+    def __next__(self) -> TrainExample:
+        example = next(self._iterator)
+        self.position += 1
+        return example
+
+    def skip(self, count: int) -> None:
+        for _ in range(count):
+            next(self)
+
+    def _source(self) -> tuple[str, bool]:
+        """(data source, whether to hold out every 20th record for evaluation)."""
+        if self.split == "eval" and self.config.eval_data:
+            return self.config.eval_data, False
+        return self.config.data, True
+
+    def _records(self) -> Iterator[dict[str, str]]:
+        source, hold_out = self._source()
+        if source.startswith("synthetic:"):
+            yield from _synthetic_records(source.removeprefix("synthetic:"), self.config.seed + (1 if self.split == "eval" else 0))
+            return
+        for epoch in range(10**9):  # endless: epochs over the source
+            found = False
+            for index, record in enumerate(iter_records(source)):
+                held_out = hold_out and index % 20 == 19
+                if held_out == (self.split == "eval") or not hold_out:
+                    found = True
+                    yield record
+            if not found:
+                raise LCIRCError(f"no {self.split} records in {source}")
+
+    def _generate(self) -> Iterator[TrainExample]:
+        rng = random.Random(f"{self.config.seed}-{self.split}")
+        buffer: list[TrainExample] = []
+        produced = 0
+        for record in self._records():
+            make = self._lm_examples if self.config.stage == "lm" else self._qa_examples
+            for example in make(record, rng, self.step_of(produced // self.world)):
+                buffer.append(example)
+                if len(buffer) < self.shuffle_buffer:
+                    continue
+                chosen = buffer.pop(rng.randrange(len(buffer)))
+                produced += 1
+                if (produced - 1) % self.world == self.rank:
+                    yield chosen
+
+    def _max_segments(self, step: int) -> int:
+        c = self.config
+        if c.curriculum_steps <= 0:
+            return c.max_segments
+        grown = c.min_segments + (c.max_segments - c.min_segments) * min(1.0, step / c.curriculum_steps)
+        return int(round(grown))
+
+    def _lm_examples(self, record: dict[str, str], rng: random.Random, step: int) -> Iterator[TrainExample]:
+        c = self.config
+        ids = torch.tensor(self.tokenizer(record["text"], add_special_tokens=False)["input_ids"])
+        if len(ids) < max(c.min_doc_tokens, c.min_segment_len + c.window):
+            return
+        position = rng.randrange(0, max(1, c.max_segment_len))
+        while True:
+            num_segments = rng.randint(c.min_segments, self._max_segments(step))
+            lengths = [rng.randint(c.min_segment_len, c.max_segment_len) for _ in range(num_segments)]
+            end = position + sum(lengths) + c.window
+            if end > len(ids):
+                return
+            prefix, window = ids[position : position + sum(lengths)], ids[end - c.window : end]
+            yield TrainExample(split_segments(prefix, lengths), window, window.clone())
+            position = end
+
+    def _qa_examples(self, record: dict[str, str], rng: random.Random, step: int) -> Iterator[TrainExample]:
+        c = self.config
+        context_ids = torch.tensor(self.tokenizer(record["context"], add_special_tokens=False)["input_ids"])
+        prompt = build_prompt(self.tokenizer, record["question"])
+        answer = self.tokenizer(record["answer"], add_special_tokens=False)["input_ids"]
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        input_ids = torch.tensor(prompt + answer + eos)
+        labels = torch.tensor([IGNORE] * len(prompt) + answer + eos)
+        query = torch.tensor(self.tokenizer(record["question"], add_special_tokens=False)["input_ids"])
+        lengths = random_lengths(rng, len(context_ids), c.min_segment_len, c.max_segment_len)
+        yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
+
+
+def _synthetic_records(task: str, seed: int) -> Iterator[dict[str, str]]:
+    """Endless QA records from a synthetic generator (``lcirc_plugins.data.synthetic``)."""
+    from ..data import synthetic
+
+    index = 0
+    while True:
+        for example in synthetic.make_dataset(task, 1000, seed=seed * 1_000_003 + index):
+            yield {"context": example.context, "question": example.question, "answer": example.answer}
+        index += 1

@@ -1,0 +1,237 @@
+"""The training loop: flat and readable (nanoGPT), on accelerate so the same code runs on CPU, one GPU or
+many machines. Only adapter weights are optimised and saved.
+
+Checkpoints are directories written under a temporary name and renamed, so ``kill -9`` never leaves a
+half checkpoint: the adapter (safetensors), the optimizer and scheduler state (read back with
+``weights_only=True``), RNG states and the data position in ``trainer_state.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import LCIRCError
+from ..model.config import LCIRCConfig
+from ..model.lcirc_model import LCIRCModel
+from .bptt import compress_for_training, steps_with_gradient
+from .config import TrainConfig
+from .data import ExampleStream, TrainExample
+
+STATE_NAME = "trainer_state.json"
+
+
+class TrainingDivergedError(LCIRCError, RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class LCIRCTrainingModule(nn.Module):
+    """One example's loss as a ``forward``, so DDP sees a single module call per example."""
+
+    def __init__(self, model: LCIRCModel, config: TrainConfig) -> None:
+        super().__init__()
+        self.model, self.config = model, config
+
+    def forward(self, example: TrainExample, grad_steps: set[int] | None = None, use_memory: bool = True) -> torch.Tensor:
+        memory = None
+        if use_memory and example.segments:
+            steps = grad_steps if grad_steps is not None else set(range(len(example.segments)))
+            query = None if example.query_ids is None else example.query_ids.to(self.model.device)
+            segments = [s.to(self.model.device) for s in example.segments]
+            memory = compress_for_training(self.model, segments, steps, query, self.config.gradient_checkpointing)
+        return self.model(example.input_ids[None], memory=memory, labels=example.labels[None].to(self.model.device)).loss
+
+
+def build_model(config: TrainConfig) -> LCIRCModel:
+    if config.init_adapter:
+        return LCIRCModel.from_pretrained(config.init_adapter, backbone=config.backbone, is_trainable=True)
+    return LCIRCModel.from_backbone(config.backbone, LCIRCConfig(**config.adapter))
+
+
+def lr_lambda(config: TrainConfig):  # noqa: ANN201 - a LambdaLR factor
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "cosine":
+            progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        return 1.0
+
+    return factor
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, model: LCIRCModel | None = None, accelerator: Accelerator | None = None) -> None:
+        self.config = config
+        # cpu=True on machines without an accelerator lets `accelerate launch` start gloo process groups.
+        no_accelerator = not (torch.cuda.is_available() or torch.backends.mps.is_available())
+        self.accelerator = accelerator or Accelerator(
+            cpu=no_accelerator,
+            mixed_precision=config.mixed_precision,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        )
+        torch.manual_seed(config.seed)
+        self.model = model or build_model(config)
+        if config.max_segment_len > self.model.config.max_segment_len:
+            raise LCIRCError(
+                f"training segments of up to {config.max_segment_len} tokens need an adapter whose position table covers them "
+                f"(adapter max_segment_len={self.model.config.max_segment_len})"
+            )
+        self.model.train()
+        self.module = LCIRCTrainingModule(self.model, config)
+        params = self.model.trainable_parameters()
+        if not params:
+            raise LCIRCError("the adapter has no trainable parameters (load it with is_trainable=True)")
+        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
+        self.module, self.optimizer, self.scheduler = self.accelerator.prepare(self.module, self.optimizer, self.scheduler)
+        rank, world = self.accelerator.process_index, self.accelerator.num_processes
+        self.data = ExampleStream(self.model.tokenizer, config, "train", rank, world)
+        self.bptt_rng = random.Random(f"{config.seed}-bptt-{rank}")
+        self.step = 0
+        self.output = Path(config.output_dir)
+        if config.resume:
+            self._resume()
+
+    # ----- checkpoints --------------------------------------------------------------------------------
+
+    def checkpoints(self) -> list[Path]:
+        return sorted(self.output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+    def save_checkpoint(self) -> Path:
+        """Atomic: written to ``.tmp-checkpoint-N`` and renamed; only the main process writes."""
+        final = self.output / f"checkpoint-{self.step}"
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            tmp = self.output / f".tmp-checkpoint-{self.step}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            self.model.save_pretrained(tmp / "adapter")
+            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, tmp / "optimizer.pt")
+            torch.save(torch.get_rng_state(), tmp / "torch_rng.pt")
+            state = {
+                "step": self.step,
+                "data_position": self.data.position,
+                "bptt_rng": _jsonable_state(self.bptt_rng.getstate()),
+                "config": self.config.to_dict(),
+            }
+            (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
+            shutil.rmtree(final, ignore_errors=True)
+            tmp.rename(final)
+            for old in self.checkpoints()[: -self.config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    def _resume(self) -> None:
+        found = self.checkpoints()
+        if not found:
+            return
+        latest = found[-1]
+        state = json.loads((latest / STATE_NAME).read_text())
+        from ..model.adapter import load_adapter_weights
+
+        load_adapter_weights(self.model.adapter, latest / "adapter")
+        saved = torch.load(latest / "optimizer.pt", weights_only=True)
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(torch.load(latest / "torch_rng.pt", weights_only=True))
+        self.bptt_rng.setstate(_tuple_state(state["bptt_rng"]))
+        self.data.skip(state["data_position"])
+        self.step = state["step"]
+        self.accelerator.print(f"resumed from {latest} at step {self.step}")
+
+    # ----- the loop -----------------------------------------------------------------------------------
+
+    def train(self) -> Path:
+        """Train to ``config.steps``; returns the directory of the final adapter."""
+        c = self.config
+        self.output.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            (self.output / "train_config.json").write_text(json.dumps(c.to_dict(), indent=2))
+        log = (self.output / "metrics.jsonl").open("a") if self.accelerator.is_main_process else None
+        bar = tqdm(total=c.steps, initial=self.step, desc=f"train {c.stage}", disable=not self.accelerator.is_local_main_process)
+        while self.step < c.steps:
+            started, tokens, losses = time.perf_counter(), 0, []
+            for _ in range(c.grad_accum):
+                example = next(self.data)
+                grad_steps = steps_with_gradient(len(example.segments), c.bptt, c.bptt_window, self.bptt_rng)
+                with self.accelerator.autocast():
+                    loss = self.module(example, grad_steps)
+                if not torch.isfinite(loss):
+                    raise TrainingDivergedError(
+                        f"loss is {loss.item()} at step {self.step}: lower lr (now {c.lr}) or enable max_grad_norm; "
+                        f"the last good checkpoint is in {self.output}"
+                    )
+                self.accelerator.backward(loss / c.grad_accum)
+                losses.append(loss.item())
+                tokens += sum(s.numel() for s in example.segments) + example.input_ids.numel()
+            if c.max_grad_norm > 0:
+                self.accelerator.clip_grad_norm_(self.model.trainable_parameters(), c.max_grad_norm)
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            bar.update(1)
+            record: dict[str, Any] = {"step": self.step, "loss": sum(losses) / len(losses)}
+            if c.eval_every and self.step % c.eval_every == 0:
+                record.update(self.evaluate())
+            if log is not None and (self.step % c.log_every == 0 or "eval_loss" in record):
+                record.update(
+                    lr=self.scheduler.get_last_lr()[0],
+                    tokens_per_s=tokens * self.accelerator.num_processes / (time.perf_counter() - started),
+                    gates=self.gate_values(),
+                )
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+            bar.set_postfix(loss=f"{record['loss']:.3f}")
+            if self.step % c.save_every == 0 or self.step == c.steps:
+                self.save_checkpoint()
+        bar.close()
+        if log is not None:
+            log.close()
+        final = self.output / "adapter"
+        if self.accelerator.is_main_process:
+            self.model.save_pretrained(final)
+        # Every rank records its weights' fingerprint: identical files prove DDP kept the replicas in sync.
+        (self.output / f"fingerprint-rank{self.accelerator.process_index}.txt").write_text(self.model.adapter_fingerprint)
+        self.accelerator.wait_for_everyone()
+        return final
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean held-out loss with the memory, and without it (the no-memory baseline)."""
+        stream = ExampleStream(self.model.tokenizer, self.config, "eval")
+        was_training = self.model.training
+        self.model.eval()
+        with_memory, without = [], []
+        for _ in range(self.config.eval_examples):
+            example = next(stream)
+            with_memory.append(self.module(example).item())
+            without.append(self.module(example, use_memory=False).item())
+        self.model.train(was_training)
+        return {"eval_loss": sum(with_memory) / len(with_memory), "eval_loss_no_memory": sum(without) / len(without)}
+
+    def gate_values(self) -> dict[str, float]:
+        """tanh of every gate, the first thing to look at when memory is not being used."""
+        return {
+            name: round(math.tanh(p.item()), 5) for name, p in self.model.adapter.named_parameters() if name.endswith("_gate")
+        }
+
+
+def _jsonable_state(state: Any) -> Any:
+    return [_jsonable_state(s) for s in state] if isinstance(state, tuple) else state
+
+
+def _tuple_state(state: Any) -> Any:
+    return tuple(_tuple_state(s) for s in state) if isinstance(state, list) else state

@@ -1,0 +1,173 @@
+"""Training: BPTT modes against a full-BPTT reference, exact resume, and multi-process accelerate."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import SAMPLE_BOOK
+
+from lcirc_plugins.errors import ConfigError
+from lcirc_plugins.training import TrainConfig, Trainer, compress_for_training, steps_with_gradient
+
+
+def _segments(count: int = 4, length: int = 16) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(5, 1000, (1, length), generator=g) for _ in range(count)]
+
+
+def _gradients(model, memory_fn) -> dict[str, torch.Tensor]:
+    model.adapter.zero_grad(set_to_none=True)
+    window = torch.randint(5, 1000, (1, 12), generator=torch.Generator().manual_seed(4))
+    model(window, memory=memory_fn(), labels=window).loss.backward()
+    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p)) for n, p in model.adapter.named_parameters()}
+
+
+def _reference_memory(model, segments, keep: set[int]) -> torch.Tensor:
+    """An independent reference: every step records a graph; steps outside ``keep`` are detached after."""
+    compressor = model.adapter.compressor
+    state = compressor.initial_state(1)
+    outputs = []
+    for i, ids in enumerate(segments):
+        state = compressor.step(state, compressor.segment_features(model.embed_tokens(ids)))
+        if i not in keep:
+            state = state.detach()
+        outputs.append(state)
+    return torch.cat(outputs, dim=1)
+
+
+def _close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return all(torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5) for k in a)
+
+
+def test_truncated_bptt_over_all_steps_equals_full_bptt(make_lcirc):
+    model = make_lcirc("llama", gate_init=0.5)
+    segments = _segments()
+    full = _gradients(model, lambda: compress_for_training(model, segments, steps_with_gradient(4, "full", 1, random.Random(0))))
+    truncated = _gradients(model, lambda: compress_for_training(model, segments, steps_with_gradient(4, "truncated", 4, random.Random(0))))
+    assert full["compressor.initial_latents"].abs().sum() > 0
+    assert _close(full, truncated)
+
+
+def test_truncated_bptt_of_one_step_gives_no_gradient_to_earlier_steps(make_lcirc):
+    model = make_lcirc("llama", gate_init=0.5)
+    segments = _segments()
+    assert steps_with_gradient(4, "truncated", 1, random.Random(0)) == {3}
+    grads = _gradients(model, lambda: compress_for_training(model, segments, {3}))
+    full = _gradients(model, lambda: compress_for_training(model, segments, {0, 1, 2, 3}))
+    assert grads["compressor.initial_latents"].abs().sum() == 0, "h(0) only reaches the loss through step 1"
+    assert grads["compressor.perceiver.norm.weight"].abs().sum() > 0
+    assert not _close(grads, full)
+
+
+def test_selective_bptt_equals_full_bptt_on_the_selected_paths(make_lcirc):
+    model = make_lcirc("llama", gate_init=0.5)
+    segments = _segments(count=5)
+    selected = steps_with_gradient(5, "selective", 2, random.Random(7))
+    assert len(selected) == 2 and selected != {3, 4}, "pick a seed whose subset is not the truncated one"
+    selective = _gradients(model, lambda: compress_for_training(model, segments, selected))
+    reference = _gradients(model, lambda: _reference_memory(model, segments, selected))
+    full = _gradients(model, lambda: compress_for_training(model, segments, set(range(5))))
+    assert _close(selective, reference)
+    assert not _close(selective, full)
+
+
+def test_gradient_checkpointing_of_the_recurrence_gives_the_same_gradients(make_lcirc):
+    model = make_lcirc("llama", gate_init=0.5)
+    segments = _segments()
+    plain = _gradients(model, lambda: compress_for_training(model, segments, {1, 2, 3}))
+    checkpointed = _gradients(model, lambda: compress_for_training(model, segments, {1, 2, 3}, gradient_checkpointing=True))
+    assert _close(plain, checkpointed)
+
+
+def _config(tmp_path, **overrides) -> TrainConfig:
+    base = dict(
+        data=str(SAMPLE_BOOK), output_dir=str(tmp_path), steps=10, lr=1e-3, bptt="selective", bptt_window=2,
+        min_segment_len=16, max_segment_len=32, min_segments=1, max_segments=3, window=16, eval_every=0,
+        save_every=5, seed=1,
+    )
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_training_ten_steps_equals_five_then_resume_five(tiny_backbones, smollm2_tokenizer, tmp_path):
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    def fresh_model() -> LCIRCModel:
+        torch.manual_seed(0)
+        return LCIRCModel(tiny_backbones["llama"], smollm2_tokenizer, LCIRCConfig(segment_len=32, num_latents=4, head_dim=16, gca_every=2, max_segment_len=64))
+
+    straight = fresh_model()
+    Trainer(_config(tmp_path / "a"), model=straight).train()
+    straight.injector.detach()
+    first = fresh_model()
+    Trainer(_config(tmp_path / "b", steps=5), model=first).train()
+    first.injector.detach()
+    resumed = fresh_model()
+    trainer = Trainer(_config(tmp_path / "b"), model=resumed)
+    assert trainer.step == 5 and trainer.data.position == 5
+    trainer.train()
+    resumed.injector.detach()
+    a, b = straight.adapter.state_dict(), resumed.adapter.state_dict()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-6
+    untrained = fresh_model().adapter.state_dict()
+    assert any(not torch.equal(a[k], untrained[k]) for k in a), "training must change the adapter"
+    lines = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, 11)) and all("gates" in r and "tokens_per_s" in r for r in lines)
+    assert sorted(p.name for p in (tmp_path / "a").glob("checkpoint-*")) == ["checkpoint-10", "checkpoint-5"]
+
+
+def test_stage_two_trains_on_answer_tokens_with_the_question_conditioning(tiny_backbones, smollm2_tokenizer, tmp_path):
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    records = [{"context": SAMPLE_BOOK.read_text(encoding="utf-8-sig")[i * 800 : (i + 1) * 800], "question": "Who?", "answer": f"Jim {i}"} for i in range(40)]
+    data = tmp_path / "qa.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in records))
+    torch.manual_seed(0)
+    model = LCIRCModel(tiny_backbones["llama"], smollm2_tokenizer, LCIRCConfig(segment_len=32, num_latents=4, head_dim=16, gca_every=2, query_dependent=True, max_segment_len=64))
+    try:
+        trainer = Trainer(_config(tmp_path / "run", stage="qa", data=str(data), steps=3, eval_every=3, eval_examples=2), model=model)
+        example = next(trainer.data)
+        answer_positions = (example.labels != -100).nonzero().flatten().tolist()
+        assert smollm2_tokenizer.decode(example.labels[answer_positions]).startswith("Jim ")
+        assert example.query_ids is not None
+        trainer.train()
+        mixer_gate = model.adapter.compressor.query_mixer.attn_gate
+        assert mixer_gate.item() != 0.0, "the QD mixer must be trained in stage 2"
+        last = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+        assert "eval_loss" in last and "eval_loss_no_memory" in last
+    finally:
+        model.injector.detach()
+
+
+def test_unknown_and_malformed_overrides_are_clear_errors():
+    with pytest.raises(ConfigError, match="unknown training config keys \\['lerning_rate'\\]"):
+        TrainConfig.from_file_and_overrides(None, ["--lerning_rate=1"])
+    with pytest.raises(ConfigError, match="expected a int"):
+        TrainConfig.from_file_and_overrides(None, ["--steps=ten"])
+    config = TrainConfig.from_file_and_overrides(None, ["--steps=7", "--adapter={\"num_latents\": 8}", "--gradient_checkpointing=true"])
+    assert (config.steps, config.adapter, config.gradient_checkpointing) == (7, {"num_latents": 8}, True)
+
+
+def test_accelerate_launch_with_two_cpu_processes_keeps_replicas_identical(tiny_backbones, smollm2_tokenizer, tmp_path):
+    backbone_dir = tmp_path / "tiny-llama"
+    tiny_backbones["llama"].save_pretrained(backbone_dir)
+    smollm2_tokenizer.save_pretrained(backbone_dir)
+    out = tmp_path / "run"
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lcirc_plugins.training",
+        f"--backbone={backbone_dir}", f"--data={SAMPLE_BOOK}", f"--output_dir={out}", "--steps=3", "--save_every=3",
+        "--eval_every=0", "--min_segment_len=16", "--max_segment_len=32", "--max_segments=2", "--window=16", "--lr=1e-3",
+        '--adapter={"num_latents": 4, "head_dim": 16, "gca_every": 2, "segment_len": 32, "max_segment_len": 64, "gate_init": 0.1}',
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fingerprints = [(out / f"fingerprint-rank{r}.txt").read_text() for r in (0, 1)]
+    assert fingerprints[0] == fingerprints[1]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
