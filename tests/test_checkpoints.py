@@ -140,3 +140,27 @@ def test_a_failed_load_leaves_the_backbone_without_hooks(make_lcirc, tiny_backbo
     with pytest.raises(CorruptFileError):
         LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
     assert all(not layer._forward_pre_hooks for layer in find_decoder_layers(tiny_backbones["llama"]))
+
+
+def test_a_backbone_loads_from_a_local_folder_and_round_trips_with_its_adapter(tiny_backbones, smollm2_tokenizer, tmp_path):
+    folder = tmp_path / "tiny-qwen3"
+    tiny_backbones["qwen3"].save_pretrained(folder)
+    smollm2_tokenizer.save_pretrained(folder)
+    model = LCIRCModel.from_backbone(str(folder), LCIRCConfig(num_latents=4, head_dim=16, gca_every=2, gate_init=0.2))
+    model.save_pretrained(tmp_path / "adapter")
+    again = LCIRCModel.from_pretrained(tmp_path / "adapter")  # the backbone is found from adapter_config.json
+    assert again.backbone_name == str(folder) and again.adapter_fingerprint == model.adapter_fingerprint
+    ids = torch.tensor([[5, 6, 7, 8]])
+    memory = model.compress("A short text about a ship and a map.")
+    with torch.no_grad():
+        assert torch.equal(model(ids, memory=memory).logits, again(ids, memory=memory).logits)
+
+
+def test_a_gguf_path_resolves_to_its_folder_and_file(tmp_path):
+    from lcirc_plugins.errors import BackboneNotFoundError
+    from lcirc_plugins.model.backbone import resolve_backbone
+
+    (tmp_path / "model.gguf").write_bytes(b"GGUF")
+    assert resolve_backbone(str(tmp_path / "model.gguf")) == (str(tmp_path), "model.gguf")
+    with pytest.raises(BackboneNotFoundError, match="does not exist"):
+        resolve_backbone(str(tmp_path / "missing.gguf"))

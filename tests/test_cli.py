@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lcirc_plugins.cli import NO_ADAPTER_WARNING, describe, document_metadata, main
+from lcirc_plugins.cli import describe, document_metadata, main
 from lcirc_plugins.data.documents import Document
 from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
+from lcirc_plugins.model.loading import NO_ADAPTER_WARNING
 from lcirc_plugins.model.memory import CompressedMemory
 
 SAMPLE_BOOK = Path(__file__).parent / "data" / "sample-book.txt"

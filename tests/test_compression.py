@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 
@@ -44,7 +46,7 @@ def test_spans_cover_the_source_text_in_order(make_lcirc, sample_text):
     spans = memory.spans.tolist()
     assert memory.features.shape == (memory.num_segments * 4, 64)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    assert all(a[1] <= b[0] + 1 for a, b in zip(spans, spans[1:])), "segments must not overlap"
+    assert all(a[1] <= b[0] + 1 for a, b in itertools.pairwise(spans)), "segments must not overlap"
     first = model.tokenizer.decode(memory.token_ids[: model.config.segment_len].tolist())
     assert text[spans[0][0] : spans[0][1]] == first
 

@@ -13,7 +13,7 @@ import torch
 from conftest import SAMPLE_BOOK
 
 from lcirc_plugins.errors import ConfigError
-from lcirc_plugins.training import TrainConfig, Trainer, compress_for_training, steps_with_gradient
+from lcirc_plugins.training import TrainConfig, Trainer, TrainingDivergedError, compress_for_training, steps_with_gradient
 
 
 def _segments(count: int = 4, length: int = 16) -> list[torch.Tensor]:
@@ -86,11 +86,11 @@ def test_gradient_checkpointing_of_the_recurrence_gives_the_same_gradients(make_
 
 
 def _config(tmp_path, **overrides) -> TrainConfig:
-    base = dict(
-        data=str(SAMPLE_BOOK), output_dir=str(tmp_path), steps=10, lr=1e-3, bptt="selective", bptt_window=2,
-        min_segment_len=16, max_segment_len=32, min_segments=1, max_segments=3, window=16, eval_every=0,
-        save_every=5, seed=1,
-    )
+    base = {
+        "data": str(SAMPLE_BOOK), "output_dir": str(tmp_path), "steps": 10, "lr": 1e-3, "bptt": "selective", "bptt_window": 2,
+        "min_segment_len": 16, "max_segment_len": 32, "min_segments": 1, "max_segments": 3, "window": 16, "eval_every": 0,
+        "save_every": 5, "seed": 1,
+    }
     return TrainConfig(**{**base, **overrides})
 
 
@@ -166,8 +166,64 @@ def test_accelerate_launch_with_two_cpu_processes_keeps_replicas_identical(tiny_
         '--adapter={"num_latents": 4, "head_dim": 16, "gca_every": 2, "segment_len": 32, "max_segment_len": 64, "gate_init": 0.1}',
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     fingerprints = [(out / f"fingerprint-rank{r}.txt").read_text() for r in (0, 1)]
     assert fingerprints[0] == fingerprints[1]
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_a_nan_loss_stops_training_with_a_clear_message(make_lcirc, tmp_path):
+    model = make_lcirc("llama", gate_init=0.5)
+    with torch.no_grad():
+        model.adapter.gca["0"].attn_gate.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="loss is nan at step 0: lower lr"):
+        Trainer(_config(tmp_path, steps=2), model=model).train()
+
+
+def test_documents_come_from_a_datasets_folder_filtered_by_length(tmp_path, smollm2_tokenizer):
+    from datasets import Dataset
+
+    from lcirc_plugins.training.data import ExampleStream
+
+    book = SAMPLE_BOOK.read_text(encoding="utf-8-sig")
+    Dataset.from_dict({"text": ["too short to use", book[:20_000], book[20_000:]]}).save_to_disk(str(tmp_path / "ds"))
+    config = _config(tmp_path / "run", data=str(tmp_path / "ds"), min_doc_tokens=1000)
+    stream = ExampleStream(smollm2_tokenizer, config)
+    examples = [next(stream) for _ in range(40)]
+    decoded = {smollm2_tokenizer.decode(e.input_ids) for e in examples}
+    assert all(text in book for text in decoded), "every window is real text from the kept documents"
+    assert all(1 <= len(e.segments) <= 3 and all(16 <= s.shape[1] <= 32 for s in e.segments) for e in examples)
+
+
+def test_the_curriculum_grows_the_number_of_segments(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    config = _config(tmp_path, min_segments=1, max_segments=6, curriculum_steps=30)
+    stream = ExampleStream(smollm2_tokenizer, config, shuffle_buffer=1)
+    counts = [len(next(stream).segments) for _ in range(60)]
+    assert max(counts[:5]) <= 2 and max(counts[40:]) > 3
+
+
+def test_train_command_reports_config_errors_without_a_traceback(capsys):
+    from lcirc_plugins.training.__main__ import main
+
+    assert main(["--stage=pretrain"]) == 2
+    assert "error: stage must be 'lm' or 'qa'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_stage_one_on_smollm2_beats_the_no_memory_baseline(tmp_path):
+    """Smoke-scale: a short stage-1 run on the books lowers held-out NLL below the same model without memory."""
+    from lcirc_plugins.training.config import TrainConfig as Config
+
+    books = SAMPLE_BOOK.parents[2].parent / "shared" / "data" / "books"
+    config = Config(
+        data=str(books), eval_data=str(books / "stevenson-treasure-island.txt"), output_dir=str(tmp_path), steps=150, lr=1e-3,
+        warmup_steps=10, adapter={"num_latents": 16, "perceiver_layers": 1, "gca_layers": [0, 15, 29], "ffn_mult": 1.0, "max_segment_len": 512},
+        min_segment_len=256, max_segment_len=512, max_segments=2, window=128, eval_every=150, eval_examples=24, save_every=150,
+    )
+    trainer = Trainer(config)
+    trainer.train()
+    last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
+    assert last["eval_loss"] < last["eval_loss_no_memory"], last

@@ -8,6 +8,7 @@ SmolLM2, Qwen) also split, so the ids equal those of tokenizing the whole text i
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import torch
@@ -45,7 +46,7 @@ def tokenize_with_offsets(tokenizer: PreTrainedTokenizerBase, text: str, chunk_c
     """Tokenize ``text`` without special tokens, chunk by chunk, with character offsets."""
     bounds = chunk_boundaries(text, chunk_chars) + [len(text)]
     ids, starts, ends = [], [], []
-    for begin, end in zip(bounds[:-1], bounds[1:]):
+    for begin, end in itertools.pairwise(bounds):
         chunk = text[begin:end]
         if getattr(tokenizer, "is_fast", False):
             enc = tokenizer(chunk, add_special_tokens=False, return_offsets_mapping=True)

@@ -6,4 +6,4 @@ from .config import LCIRCConfig
 from .lcirc_model import LCIRCModel
 from .memory import CompressedMemory
 
-__all__ = ["CompressedMemory", "DEFAULT_BACKBONE", "LCIRCAdapter", "LCIRCConfig", "LCIRCModel", "load_backbone"]
+__all__ = ["DEFAULT_BACKBONE", "CompressedMemory", "LCIRCAdapter", "LCIRCConfig", "LCIRCModel", "load_backbone"]

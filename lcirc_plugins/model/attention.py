@@ -55,7 +55,7 @@ class FeedForward(nn.Module):
 
     def __init__(self, dim: int, mult: float) -> None:
         super().__init__()
-        hidden = max(1, int(round(dim * mult)))
+        hidden = max(1, round(dim * mult))
         self.up = nn.Linear(dim, hidden, bias=False)
         self.down = nn.Linear(hidden, dim, bias=False)
 

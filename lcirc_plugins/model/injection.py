@@ -84,7 +84,7 @@ class MemoryInjector:
         self.blocks = blocks
         self._handles = [layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True) for i in sorted(blocks)]
 
-    def _hook(self, index: int):  # noqa: ANN202 - a torch hook signature
+    def _hook(self, index: int):
         block = self.blocks[index]
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:

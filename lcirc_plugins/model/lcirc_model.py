@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -24,8 +24,8 @@ from .memory import CompressedMemory
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
-Progress = Union[bool, Callable[[int, int], None]]
-MemoryLike = Union[CompressedMemory, torch.Tensor, Sequence[CompressedMemory], None]
+Progress = bool | Callable[[int, int], None]
+MemoryLike = CompressedMemory | torch.Tensor | Sequence[CompressedMemory] | None
 
 
 class LCIRCModel(nn.Module):
@@ -178,7 +178,7 @@ class LCIRCModel(nn.Module):
         metadata: Sequence[dict[str, Any] | None] | None = None,
     ) -> list[CompressedMemory]:
         """Compress several texts in one batched recurrence (shorter texts drop out as they end)."""
-        from ..data.documents import validate_text  # noqa: PLC0415
+        from ..data.documents import validate_text
 
         memories = list(memories) if memories is not None else [None] * len(texts)
         metadata = list(metadata) if metadata is not None else [None] * len(texts)
@@ -190,7 +190,7 @@ class LCIRCModel(nn.Module):
             if len(tokens) == 0:
                 raise EmptyInputError("the text has no tokens to compress")
             if memory is None:
-                jobs.append(dict(ids=tokens.ids, starts=tokens.starts, ends=tokens.ends, kept=0, state=None, base=None, chars=len(text)))
+                jobs.append({"ids": tokens.ids, "starts": tokens.starts, "ends": tokens.ends, "kept": 0, "state": None, "base": None, "chars": len(text)})
                 continue
             memory.check_compatible(self.adapter_fingerprint, self.signature)
             full = memory.num_tokens // memory.segment_len
@@ -200,15 +200,15 @@ class LCIRCModel(nn.Module):
             tail_start, tail_end = (memory.spans[full].tolist() if len(tail) else (0, 0))
             state = memory.features[(full - 1) * K : full * K] if full else None
             jobs.append(
-                dict(
-                    ids=torch.cat([tail, tokens.ids]),
-                    starts=torch.cat([torch.full((len(tail),), tail_start), tokens.starts + memory.num_chars]),
-                    ends=torch.cat([torch.full((len(tail),), tail_end), tokens.ends + memory.num_chars]),
-                    kept=full,
-                    state=state,
-                    base=memory,
-                    chars=memory.num_chars + len(text),
-                )
+                {
+                    "ids": torch.cat([tail, tokens.ids]),
+                    "starts": torch.cat([torch.full((len(tail),), tail_start), tokens.starts + memory.num_chars]),
+                    "ends": torch.cat([torch.full((len(tail),), tail_end), tokens.ends + memory.num_chars]),
+                    "kept": full,
+                    "state": state,
+                    "base": memory,
+                    "chars": memory.num_chars + len(text),
+                }
             )
         initial = self.adapter.compressor.initial_latents.detach()
         states = torch.stack([(j["state"] if j["state"] is not None else initial).to(initial) for j in jobs])
@@ -386,7 +386,7 @@ class LCIRCModel(nn.Module):
         def run() -> None:
             try:
                 self.generate(prepared.input_ids, memory=prepared.memory, max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs)
-            except BaseException as err:  # surfaced in the caller's thread below
+            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(err)
                 streamer.end()
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from ..data.documents import SUPPORTED_EXTENSIONS, read_document
 from ..errors import LCIRCError
 from ..model.prompting import build_prompt
 from .config import TrainConfig
 
-TEXT_SUFFIXES = {".txt", ".md", ".text"}
 IGNORE = -100
 
 
@@ -46,8 +46,8 @@ def iter_records(source: str) -> Iterator[dict[str, str]]:
         return
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
-        if file.suffix in TEXT_SUFFIXES:
-            yield {"text": file.read_text(encoding="utf-8-sig").replace("\r\n", "\n")}
+        if file.suffix.lower() in SUPPORTED_EXTENSIONS:
+            yield {"text": read_document(file, max_bytes=None).text}
         elif file.suffix == ".jsonl":
             with file.open(encoding="utf-8") as handle:
                 for line in handle:
@@ -131,9 +131,13 @@ class ExampleStream:
         rng = random.Random(f"{self.config.seed}-{self.split}")
         buffer: list[TrainExample] = []
         produced = 0
+
+        def current_step() -> int:  # read per example, so the curriculum advances inside long documents
+            return self.step_of(produced // self.world)
+
+        make = self._lm_examples if self.config.stage == "lm" else self._qa_examples
         for record in self._records():
-            make = self._lm_examples if self.config.stage == "lm" else self._qa_examples
-            for example in make(record, rng, self.step_of(produced // self.world)):
+            for example in make(record, rng, current_step):
                 buffer.append(example)
                 if len(buffer) < self.shuffle_buffer:
                     continue
@@ -147,16 +151,16 @@ class ExampleStream:
         if c.curriculum_steps <= 0:
             return c.max_segments
         grown = c.min_segments + (c.max_segments - c.min_segments) * min(1.0, step / c.curriculum_steps)
-        return int(round(grown))
+        return round(grown)
 
-    def _lm_examples(self, record: dict[str, str], rng: random.Random, step: int) -> Iterator[TrainExample]:
+    def _lm_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:
         c = self.config
         ids = torch.tensor(self.tokenizer(record["text"], add_special_tokens=False)["input_ids"])
         if len(ids) < max(c.min_doc_tokens, c.min_segment_len + c.window):
             return
         position = rng.randrange(0, max(1, c.max_segment_len))
         while True:
-            num_segments = rng.randint(c.min_segments, self._max_segments(step))
+            num_segments = rng.randint(c.min_segments, self._max_segments(step()))
             lengths = [rng.randint(c.min_segment_len, c.max_segment_len) for _ in range(num_segments)]
             end = position + sum(lengths) + c.window
             if end > len(ids):
@@ -165,7 +169,7 @@ class ExampleStream:
             yield TrainExample(split_segments(prefix, lengths), window, window.clone())
             position = end
 
-    def _qa_examples(self, record: dict[str, str], rng: random.Random, step: int) -> Iterator[TrainExample]:
+    def _qa_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:
         c = self.config
         context_ids = torch.tensor(self.tokenizer(record["context"], add_special_tokens=False)["input_ids"])
         prompt = build_prompt(self.tokenizer, record["question"])

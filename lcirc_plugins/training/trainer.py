@@ -59,7 +59,7 @@ def build_model(config: TrainConfig) -> LCIRCModel:
     return LCIRCModel.from_backbone(config.backbone, LCIRCConfig(**config.adapter))
 
 
-def lr_lambda(config: TrainConfig):  # noqa: ANN201 - a LambdaLR factor
+def lr_lambda(config: TrainConfig):
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
