@@ -227,3 +227,13 @@ def test_stage_one_on_smollm2_beats_the_no_memory_baseline(tmp_path):
     trainer.train()
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert last["eval_loss"] < last["eval_loss_no_memory"], last
+
+
+def test_stage_two_reads_synthetic_tasks_by_name(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    config = _config(tmp_path, stage="qa", data=f"synthetic:book_facts:{SAMPLE_BOOK}", max_segments=4)
+    example = next(ExampleStream(smollm2_tokenizer, config))
+    answer = smollm2_tokenizer.decode(example.labels[example.labels != -100]).strip()
+    context = smollm2_tokenizer.decode(torch.cat([s[0] for s in example.segments]))
+    assert answer.removesuffix("<|im_end|>").strip() in context

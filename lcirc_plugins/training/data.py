@@ -115,7 +115,9 @@ class ExampleStream:
     def _records(self) -> Iterator[dict[str, str]]:
         source, hold_out = self._source()
         if source.startswith("synthetic:"):
-            yield from _synthetic_records(source.removeprefix("synthetic:"), self.config.seed + (1 if self.split == "eval" else 0))
+            seed = self.config.seed + (1 if self.split == "eval" else 0)
+            length = self.config.max_segments * self.config.max_segment_len * 4  # about 4 characters per token
+            yield from _synthetic_records(source.removeprefix("synthetic:"), seed, length)
             return
         for epoch in range(10**9):  # endless: epochs over the source
             found = False
@@ -182,12 +184,18 @@ class ExampleStream:
         yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
 
 
-def _synthetic_records(task: str, seed: int) -> Iterator[dict[str, str]]:
-    """Endless QA records from a synthetic generator (``lcirc_plugins.data.synthetic``)."""
+def _synthetic_records(spec: str, seed: int, length_chars: int) -> Iterator[dict[str, str]]:
+    """Endless QA records from ``TASK`` or ``TASK:TEXT_PATH`` (the haystack or book the task needs)."""
+    from pathlib import Path as _Path
+
     from ..data import synthetic
 
+    task, _, text_path = spec.partition(":")
+    kwargs: dict[str, object] = {"length_chars": length_chars}
+    if text_path:
+        kwargs["book" if task.startswith("book_") else "haystack"] = _Path(text_path)
     index = 0
     while True:
-        for example in synthetic.make_dataset(task, 1000, seed=seed * 1_000_003 + index):
+        for example in synthetic.make_dataset(task, 1000, seed=synthetic.derive_seed(seed, index), **kwargs):
             yield {"context": example.context, "question": example.question, "answer": example.answer}
         index += 1
