@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import FAMILIES
+from support import FAMILIES
 
 from lcirc_plugins.errors import UnsupportedBackboneError
 from lcirc_plugins.model.injection import find_decoder_layers

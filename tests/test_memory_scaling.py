@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import SAMPLE_BOOK
+from support import SAMPLE_BOOK
 
 WORKER = Path(__file__).parent / "scripts" / "peak_memory_worker.py"
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from conftest import SAMPLE_BOOK
+from support import SAMPLE_BOOK
 
 from lcirc_plugins.errors import ConfigError
 from lcirc_plugins.training import TrainConfig, Trainer, TrainingDivergedError, compress_for_training, steps_with_gradient

@@ -1,31 +1,61 @@
-"""One entry point that every front end (CLI, LlamaIndex, LangChain, the app) uses to get a model."""
+"""Which ``LCIRCModel`` a front end uses: the one given, or an adapter loaded onto its backbone.
+
+One rule for every entry point that accepts ``adapter=``/``backbone=``/``model=``: the CLI, LlamaIndex,
+LangChain and the app all call :func:`load_model`.
+"""
 
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import AdapterNotFoundError
+from ..errors import AdapterNotFoundError, ConfigError
 from .backbone import DEFAULT_BACKBONE
 from .lcirc_model import LCIRCModel
 
 UNTRAINED_SEED = 0
-NO_ADAPTER_WARNING = "no trained adapter is shipped yet: using an untrained adapter, answers come from the backbone alone"
+NO_ADAPTER_WARNING = (
+    "no default adapter is shipped in this installation: using a fresh, untrained adapter on the backbone, "
+    "so answers are the backbone's own; pass a trained adapter directory for QD-LCIRC answers"
+)
 
 
-def load_model(adapter: str = "default", backbone: str | None = None, *, trust_remote_code: bool = False) -> LCIRCModel:
-    """The shipped adapter, an adapter directory, or (while none is shipped) an untrained one with a warning.
+class UntrainedAdapterWarning(UserWarning):
+    """No trained adapter was found, so the memory is read by an untrained (closed-gate) adapter."""
 
-    The untrained fallback is seeded, so its fingerprint is the same in every process: a memory saved by one
-    run (``lcirc compress``) is accepted by the next (``lcirc ask``). ``fork_rng`` leaves the caller's RNG alone.
+
+def load_model(
+    adapter: str | Path = "default",
+    backbone: str | PreTrainedModel | None = None,
+    *,
+    model: LCIRCModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    trust_remote_code: bool = False,
+) -> LCIRCModel:
+    """``model`` when given; otherwise ``LCIRCModel.from_pretrained(adapter, backbone)``.
+
+    ``adapter="default"`` while no default adapter is shipped falls back to ``LCIRCModel.from_backbone``
+    with an :class:`UntrainedAdapterWarning`: everything works end to end, and answers are the backbone's
+    own (closed gates leave it unchanged) until a trained adapter is installed. The untrained adapter is
+    initialised from a fixed seed, so it has the same fingerprint in every process and memories saved with
+    it load again. Any other missing adapter is an error: a user who names an adapter expects that one.
     """
-    if adapter != "default":
-        return LCIRCModel.from_pretrained(adapter, backbone=backbone, trust_remote_code=trust_remote_code)
+    if model is not None:
+        if not isinstance(model, LCIRCModel):
+            raise ConfigError(f"model= must be an LCIRCModel, got {type(model).__name__}")
+        if backbone is not None or str(adapter) != "default":
+            raise ConfigError("pass either model= or adapter=/backbone=, not both")
+        return model
     try:
-        return LCIRCModel.from_pretrained("default", backbone=backbone, trust_remote_code=trust_remote_code)
+        return LCIRCModel.from_pretrained(adapter, backbone=backbone, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
     except AdapterNotFoundError:
-        warnings.warn(NO_ADAPTER_WARNING, UserWarning, stacklevel=2)
-    with torch.random.fork_rng(devices=[]):
+        if str(adapter) != "default":
+            raise
+    warnings.warn(NO_ADAPTER_WARNING, UntrainedAdapterWarning, stacklevel=2)
+    with torch.random.fork_rng(devices=[]):  # a fixed seed without disturbing the caller's random state
         torch.manual_seed(UNTRAINED_SEED)
-        return LCIRCModel.from_backbone(backbone or DEFAULT_BACKBONE, trust_remote_code=trust_remote_code)
+        chosen = backbone if backbone is not None else DEFAULT_BACKBONE
+        return LCIRCModel.from_backbone(chosen, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
