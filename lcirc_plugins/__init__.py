@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .errors import LCIRCError  # noqa: E402
-from .model import CompressedMemory, LCIRCConfig, LCIRCModel  # noqa: E402
+from .errors import LCIRCError
+from .model import CompressedMemory, LCIRCConfig, LCIRCModel
 
 __all__ = ["CompressedMemory", "LCIRCConfig", "LCIRCError", "LCIRCModel", "__version__"]

@@ -257,8 +257,7 @@ def _normpath(href: str) -> str:
 
 
 _BLOCK_TAGS = frozenset(
-    "address article aside blockquote body dd div dl dt figcaption figure footer h1 h2 h3 h4 h5 h6 header hr "
-    "li main nav ol p pre section table td th tr ul".split()
+    ["address", "article", "aside", "blockquote", "body", "dd", "div", "dl", "dt", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre", "section", "table", "td", "th", "tr", "ul"]
 )
 _SKIP_TAGS = frozenset({"script", "style", "head"})
 _HEADING_TAGS = frozenset({"h1", "h2", "h3"})

@@ -27,9 +27,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import ConfigError, EmptyInputError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
+from ..model.loading import load_model as load_lcirc_model
 from ..model.memory import CompressedMemory
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT
-from ..model.loading import load_model as load_lcirc_model
 
 # The longest input this project has measured end to end: tests/test_memory_scaling.py and
 # benchmarks/compression.py compress 1,000,000 tokens with a flat memory footprint.

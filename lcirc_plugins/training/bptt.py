@@ -21,14 +21,14 @@ BPTT_MODES = ("full", "truncated", "selective")
 
 def steps_with_gradient(num_steps: int, mode: str, window: int, rng: random.Random) -> set[int]:
     """Indices of the compression steps that keep their graph."""
+    if mode not in BPTT_MODES:
+        raise ValueError(f"bptt mode must be one of {BPTT_MODES}, got {mode!r}")
     if mode == "full" or window >= num_steps:
         return set(range(num_steps))
     if mode == "truncated":
         return set(range(num_steps - window, num_steps))
-    if mode == "selective":
-        # Without replacement (the authors' code draws with replacement): exactly `window` distinct steps.
-        return set(rng.sample(range(num_steps), window))
-    raise ValueError(f"bptt mode must be one of {BPTT_MODES}, got {mode!r}")
+    # Selective, without replacement (the authors' code draws with replacement): exactly `window` distinct steps.
+    return set(rng.sample(range(num_steps), window))
 
 
 def compress_for_training(
