@@ -11,14 +11,15 @@ training):
    keeping hidden states for every token would cost;
 5. the default adapter's parameter count and its size in bf16.
 
-Every size runs in a fresh worker process (``--worker``) so that the RSS peaks are separate. Each
-worker resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) after the model is loaded and
-the text is built, so ``ru_maxrss`` after compression is the peak *of the compression*, not of the
-GGUF loading. Results go to ``benchmarks/results/compression.{json,md,png}``.
+Every size runs in a fresh worker process (``--worker``) so that the RSS peaks are separate. After the
+model is loaded and the text is built, each worker returns freed heap memory to the OS (``malloc_trim``)
+and resets the kernel's peak-RSS counter (``/proc/self/clear_refs``), so ``ru_maxrss`` after compression
+is the peak *of the compression*, not of the GGUF loading. Results go to
+``benchmarks/results/compression.{json,md,png}``.
 
 Usage::
 
-    .venv/bin/python benchmarks/compression.py                 # everything (~15-25 min on 2 cores)
+    .venv/bin/python benchmarks/compression.py                 # everything (~6 min on 2 idle cores)
     .venv/bin/python benchmarks/compression.py --sizes 8192 32768 --no-million --no-answer  # quick
 """
 
@@ -223,7 +224,7 @@ def run_worker(size: int, json_out: Path, repeats: int, answer_repeats: int, thr
     times: list[float] = []
     cpu_times: list[float] = []
     memory: Any = None
-    for repeat in range(repeats):
+    for repeat in range(max(1, repeats)):
         memory = None  # free the previous result before compressing again
         cpu_start, start = cpu_seconds(), time.perf_counter()
         memory = model.compress(text, progress=True)
@@ -315,17 +316,21 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# LCIRC compression benchmark",
         "",
-        f"Backbone `{BACKBONE}` (float32), untrained default-config adapter; {env['cpu_count']} CPU cores, "
-        f"torch {env['torch']} with {runs[0].get('torch_threads', '?')} threads; one fresh process per size. "
-        f"Load average during the run: {env['loadavg_min']:.1f}-{env['loadavg_max']:.1f} (other jobs shared the machine).",
+        (
+            f"Backbone `{BACKBONE}` (float32), untrained default-config adapter; {env['cpu_count']} CPU cores, "
+            f"torch {env['torch']} with {runs[0].get('torch_threads', '?')} threads; one fresh process per size. "
+            f"Load average during the run: {env['loadavg_min']:.1f}-{env['loadavg_max']:.1f} (above 2, other processes competed for the cores)."
+        ),
         "",
         "## Compression",
         "",
-        "Times are the median of the runs (1 run at 1M tokens); \"best\" is the fastest run. \"tok/CPU-s\" divides by",
-        "the process's CPU time. RSS columns in MiB; \"increase\" = peak during compression - RSS just before it.",
+        'Times are the median of the runs (1 run at 1M tokens); "best" is the fastest run. "tok/CPU-s" divides by',
+        'the process\'s CPU time. RSS columns in MiB; "increase" = peak during compression - RSS just before it.',
         "",
-        "| tokens | chars | compress s | tok/s | best tok/s | tok/CPU-s | tokenize s | RSS after load | RSS before "
-        "| peak during | increase | features | hidden states, all tokens |",
+        (
+            "| tokens | chars | compress s | tok/s | best tok/s | tok/CPU-s | tokenize s | RSS after load | RSS before "
+            "| peak during | increase | features | hidden states, all tokens |"
+        ),
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in runs:
@@ -357,26 +362,34 @@ def markdown(report: dict[str, Any]) -> str:
             "| quantity | MiB |",
             "|---|---:|",
             f"| measured: peak increase(1M) - peak increase(128K) | {fmt(analysis['measured_increase_difference_mib'])} |",
-            "| expected: features + token ids + tokenizer ids/offsets, 1M - 128K | "
-            f"{fmt(analysis['expected_features_plus_ids_difference_mib'])} |",
+            (
+                "| expected: features + token ids + tokenizer ids/offsets, 1M - 128K | "
+                f"{fmt(analysis['expected_features_plus_ids_difference_mib'])} |"
+            ),
             f"| hidden states for every token (N x d x 4 B), 1M - 128K | {fmt(analysis['hidden_states_difference_mib'])} |",
             "",
-            f"Measured / expected = {analysis['measured_over_expected']:.2f}; "
-            f"measured / hidden states = {analysis['measured_over_hidden_states']:.2f}.",
+            (
+                f"Measured / expected = {analysis['measured_over_expected']:.2f}; "
+                f"measured / hidden states = {analysis['measured_over_hidden_states']:.2f}."
+            ),
         ]
 
     answer = next((r["answer"] for r in runs if "answer" in r), None)
     if answer:
         lines += [
             "",
-            f"## Answer latency ({answer['new_tokens']} new tokens, memory of {answer['memory_tokens']:,} tokens = "
-            f"{answer['memory_vectors']:,} vectors; median of {answer['repeats']})",
+            (
+                f"## Answer latency ({answer['new_tokens']} new tokens, memory of {answer['memory_tokens']:,} tokens = "
+                f"{answer['memory_vectors']:,} vectors; median of {answer['repeats']})"
+            ),
             "",
             "| measurement | seconds |",
             "|---|---:|",
             f"| answer, {answer['new_tokens']} tokens, with memory | {fmt(answer['answer_median_s'], 2)} |",
-            f"| answer, {answer['new_tokens']} tokens, no memory (plain backbone) | "
-            f"{fmt(answer['answer_no_memory_median_s'], 2)} |",
+            (
+                f"| answer, {answer['new_tokens']} tokens, no memory (plain backbone) | "
+                f"{fmt(answer['answer_no_memory_median_s'], 2)} |"
+            ),
             f"| time to first token (answer with max_new_tokens=1) | {fmt(answer['first_token_median_s'], 2)} |",
             f"| time to first streamed piece (stream_answer) | {fmt(answer['stream_first_piece_median_s'], 2)} |",
             f"| stream_answer total | {fmt(answer['stream_total_median_s'], 2)} |",
@@ -392,8 +405,10 @@ def markdown(report: dict[str, Any]) -> str:
             "",
             "| parameters | compressor | GCA blocks (layers) | bf16 size |",
             "|---:|---:|---:|---:|",
-            f"| {adapter['total']:,} | {adapter['compressor']:,} | {adapter['gca_blocks']:,} ({adapter['gca_layers']}) | "
-            f"{adapter['bf16_mb']:.1f} MB ({adapter['bf16_mib']:.1f} MiB) |",
+            (
+                f"| {adapter['total']:,} | {adapter['compressor']:,} | {adapter['gca_blocks']:,} ({adapter['gca_layers']}) | "
+                f"{adapter['bf16_mb']:.1f} MB ({adapter['bf16_mib']:.1f} MiB) |"
+            ),
             "",
             f"Backbone parameters, for comparison: {adapter['backbone_parameters']:,}.",
         ]
