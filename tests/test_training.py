@@ -237,3 +237,19 @@ def test_stage_two_reads_synthetic_tasks_by_name(smollm2_tokenizer, tmp_path):
     answer = smollm2_tokenizer.decode(example.labels[example.labels != -100]).strip()
     context = smollm2_tokenizer.decode(torch.cat([s[0] for s in example.segments]))
     assert answer.removesuffix("<|im_end|>").strip() in context
+
+
+def test_bf16_mixed_precision_trains_on_cpu(make_lcirc, tmp_path):
+    from accelerate.state import AcceleratorState
+
+    model = make_lcirc("llama", gate_init=0.5)
+    before = {k: v.clone() for k, v in model.adapter.state_dict().items()}
+    AcceleratorState._reset_state(reset_partial_state=True)  # one precision per process, as in a real run
+    try:
+        Trainer(_config(tmp_path, steps=2, mixed_precision="bf16"), model=model).train()
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    after = model.adapter.state_dict()
+    assert all(v.dtype == torch.float32 for v in after.values()), "master weights stay in float32"
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert all(torch.isfinite(v).all() for v in after.values())
