@@ -210,17 +210,27 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """Mean held-out loss with the memory, and without it (the no-memory baseline)."""
+        """Mean held-out loss with the memory, without it, and with another example's memory.
+
+        The third number is the control that tells memory *content* from the extra capacity the GCA
+        blocks add whenever any memory is present: only ``eval_loss < eval_loss_other_memory`` shows the
+        adapter reads what it compressed.
+        """
         stream = ExampleStream(self.model.tokenizer, self.config, "eval")
         was_training = self.model.training
         self.model.eval()
-        with_memory, without = [], []
+        losses: dict[str, list[float]] = {"eval_loss": [], "eval_loss_no_memory": [], "eval_loss_other_memory": []}
+        previous = None
         for _ in range(self.config.eval_examples):
             example = next(stream)
-            with_memory.append(self.module(example).item())
-            without.append(self.module(example, use_memory=False).item())
+            losses["eval_loss"].append(self.module(example).item())
+            losses["eval_loss_no_memory"].append(self.module(example, use_memory=False).item())
+            if previous is not None:
+                swapped = TrainExample(previous.segments, example.input_ids, example.labels, example.query_ids)
+                losses["eval_loss_other_memory"].append(self.module(swapped).item())
+            previous = example
         self.model.train(was_training)
-        return {"eval_loss": sum(with_memory) / len(with_memory), "eval_loss_no_memory": sum(without) / len(without)}
+        return {name: sum(values) / len(values) for name, values in losses.items() if values}
 
     def gate_values(self) -> dict[str, float]:
         """tanh of every gate, the first thing to look at when memory is not being used."""
