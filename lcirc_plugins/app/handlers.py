@@ -1,0 +1,362 @@
+"""What the app does, as plain functions: add uploaded books, list them, answer questions with provenance.
+
+Nothing here imports gradio, so every handler runs (and is tested) without a server. A *session* is a
+plain dict (kept per browser tab in ``gr.State``): the books this user added and nothing else, so users
+never see each other's chats. Every error a user can cause comes back as a message, never an exception.
+
+Provenance is, for now, BM25 over the memory's segments (:func:`lcirc_plugins.passages.rank_passages`):
+the passages that share the question's words, mapped to character spans and chapters. Attention-weight
+provenance (compressor and gated cross-attention weights) is a later step.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
+
+from ..data.documents import SUPPORTED_EXTENSIONS, read_document
+from ..errors import LCIRCError
+from ..model.lcirc_model import LCIRCModel, PreparedPrompt
+from ..passages import bm25_scores, passages, rank_passages
+from .library import BookEntry, Library, chapter_at, sanitize_filename
+
+log = logging.getLogger(__name__)
+
+UPLOAD_EXTENSIONS = (".txt", ".md", ".pdf", ".epub")
+QD_MODE, PLAIN_MODE = "QD-LCIRC", "LCIRC"
+NO_BOOK_MESSAGE = "Upload a book (or pick one from the library) before asking a question."
+PROVENANCE_NOTE = (
+    "Passages are ranked by word overlap with the question (BM25 over the memory's segments); "
+    "attention-weight provenance from the compressor and cross-attention is not implemented yet."
+)
+FractionProgress = Callable[[float, str], None]
+
+
+@dataclass
+class AppContext:
+    """Everything the handlers share: the model, the library and the limits."""
+
+    model: LCIRCModel
+    library: Library
+    max_upload_bytes: int = 50 * 1024 * 1024
+    share_library: bool = True  # False: a session sees only the books it uploaded itself
+    top_k: int = 3
+
+    @classmethod
+    def create(cls, model: LCIRCModel, data_dir: str | Path, **kwargs: Any) -> AppContext:
+        return cls(model=model, library=Library(data_dir, model), **kwargs)
+
+    @property
+    def query_dependent(self) -> bool:
+        return bool(self.model.config.query_dependent)
+
+
+@dataclass
+class Message:
+    level: str  # "info" | "warning"
+    text: str
+
+
+@dataclass
+class UploadResult:
+    session: dict[str, Any]
+    messages: list[Message] = field(default_factory=list)
+    added: list[BookEntry] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        return "\n".join(f"- {'**Not added** — ' if m.level == 'warning' else 'Added: '}{m.text}" for m in self.messages)
+
+
+def new_session() -> dict[str, Any]:
+    return {"books": []}
+
+
+# ----- books --------------------------------------------------------------------------------------------
+
+
+def book_choices(ctx: AppContext, session: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, key) of the books this session may pick: its own, plus the shared library if enabled."""
+    mine = [k for k in session.get("books", []) if ctx.library.get(k)]
+    keys = mine + ([e.key for e in ctx.library.books() if e.key not in mine] if ctx.share_library else [])
+    return [(ctx.library.get(k).label, k) for k in keys]
+
+
+def _file_path(item: Any) -> Path:
+    """Gradio gives paths (str) or objects with ``.name``/``.path``; tests give paths."""
+    for attr in ("path", "name"):
+        value = getattr(item, attr, None)
+        if isinstance(value, str):
+            return Path(value)
+    return Path(str(item))
+
+
+def _store_upload(ctx: AppContext, source: Path) -> Path:
+    """Copy an accepted upload into ``data_dir/uploads`` under a sanitized, content-addressed name."""
+    digest = hashlib.sha256()
+    with source.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    target = ctx.library.upload_dir / f"{digest.hexdigest()[:16]}-{sanitize_filename(source.name)}"
+    if target.resolve().parent != ctx.library.upload_dir:  # defence in depth; sanitize_filename already forbids this
+        raise LCIRCError(f"refusing to write outside the app's data folder: {target}")
+    if not target.exists():
+        tmp = target.with_name(target.name + ".part")
+        shutil.copyfile(source, tmp)
+        tmp.replace(target)
+    return target
+
+
+def _compression_progress(
+    ctx: AppContext, progress: FractionProgress | None, name: str, index: int, count: int
+) -> Callable[[int, int], None]:
+    started = time.perf_counter()
+    seg = ctx.model.config.segment_len
+
+    def report(done: int, total: int) -> None:
+        if progress is None:
+            return
+        elapsed = max(time.perf_counter() - started, 1e-6)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        desc = (
+            f"[{index}/{count}] {name}: segment {-(-done // seg)}/{-(-total // seg)}, "
+            f"{done:,}/{total:,} tokens, {rate:,.0f} tokens/s, {eta:,.0f} s left"
+        )
+        progress(done / max(total, 1), desc)
+
+    return report
+
+
+def add_books(
+    ctx: AppContext, session: dict[str, Any] | None, files: Sequence[Any] | None, progress: FractionProgress | None = None
+) -> UploadResult:
+    """Read, check and compress (or load from the library) every uploaded file; one message per file."""
+    session = dict(session or new_session())
+    session["books"] = list(session.get("books", []))
+    result = UploadResult(session)
+    files = [f for f in (files or []) if f is not None]
+    if not files:
+        result.messages.append(Message("warning", "No file was uploaded: choose one or more .txt, .md, .pdf or .epub files."))
+        return result
+    for index, item in enumerate(files, 1):
+        path = _file_path(item)
+        name = sanitize_filename(path.name)
+        try:
+            entry, cached = _add_one(ctx, path, name, _compression_progress(ctx, progress, name, index, len(files)))
+        except LCIRCError as err:
+            result.messages.append(Message("warning", f"{name}: {_without_paths(ctx, str(err), path)}"))
+            continue
+        except FileNotFoundError:
+            result.messages.append(
+                Message("warning", f"{name}: the upload did not arrive (file missing); please upload it again.")
+            )
+            continue
+        except Exception as err:  # a bad file must never take the server down
+            log.exception("unexpected error while adding %s", name)
+            result.messages.append(Message("warning", f"{name}: could not be read ({type(err).__name__}: {err})."))
+            continue
+        if entry.key not in session["books"]:
+            session["books"].append(entry.key)
+        result.added.append(entry)
+        how = "loaded from the library (already compressed)" if cached else f"compressed in {entry.compress_seconds:.1f} s"
+        result.messages.append(
+            Message("info", f"{entry.title}: {entry.num_tokens:,} tokens in {entry.num_segments} segments, {how}.")
+        )
+    return result
+
+
+def _without_paths(ctx: AppContext, message: str, path: Path) -> str:
+    """Error messages name the file by its full server path; show the user only its name."""
+    stored = re.compile(re.escape(str(ctx.library.upload_dir)) + r"/[0-9a-f]{16}-([^\s:]+)")
+    return stored.sub(r"\1", message.replace(str(path), path.name))
+
+
+def _add_one(ctx: AppContext, path: Path, name: str, report: Callable[[int, int], None]) -> tuple[BookEntry, bool]:
+    suffix = path.suffix.lower()
+    if suffix not in UPLOAD_EXTENSIONS:
+        raise LCIRCError(f"unsupported file type {suffix or '(none)'!r}: upload {', '.join(UPLOAD_EXTENSIONS)} files.")
+    size = path.stat().st_size
+    if size == 0:
+        raise LCIRCError("the file is empty: there is no text to compress.")
+    if size > ctx.max_upload_bytes:
+        raise LCIRCError(
+            f"the file is {size / 1e6:.1f} MB, over this app's upload limit of {ctx.max_upload_bytes / 1e6:.1f} MB "
+            "(--max-upload-mb); split the book or start the app with a higher limit."
+        )
+    stored = _store_upload(ctx, path)
+    try:
+        assert suffix in SUPPORTED_EXTENSIONS
+        document = read_document(stored, max_bytes=ctx.max_upload_bytes)
+    except Exception:
+        stored.unlink(missing_ok=True)  # keep only uploads that were books
+        raise
+    title = document.title if document.title and document.title != stored.stem else Path(name).stem
+    return ctx.library.add(document.text, title=title, filename=name, sections=document.sections, progress=report)
+
+
+# ----- questions ----------------------------------------------------------------------------------------
+
+
+class _StopFlag(StoppingCriteria):
+    """Ends ``generate`` in its worker thread once the user pressed stop (the stream was closed)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor | bool:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def _features(ctx: AppContext, keys: Sequence[str], question: str, mode: str) -> tuple[torch.Tensor, int]:
+    """Memory rows for the chosen books (concatenated in the order picked), QD-recompressed in QD mode."""
+    rows, tokens = [], 0
+    for key in keys:
+        memory = ctx.library.memory(key)
+        if mode == QD_MODE and ctx.query_dependent:
+            rows.append(ctx.model.memory_for_query(memory, question))
+        else:
+            rows.append(memory.features)
+        tokens += memory.num_tokens
+    return torch.cat(rows), tokens
+
+
+def ask(
+    ctx: AppContext,
+    session: dict[str, Any] | None,
+    question: str,
+    keys: Sequence[str] | str | None,
+    history: list[dict[str, Any]] | None = None,
+    *,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    mode: str = QD_MODE,
+) -> Iterator[tuple[list[dict[str, Any]], str, Any]]:
+    """Stream (chat history, provenance markdown, provenance figure) while the answer is generated."""
+    history = [dict(m) for m in (history or [])]
+    keys = [keys] if isinstance(keys, str) else [k for k in (keys or []) if k]
+    question = (question or "").strip()
+    allowed = {k for _, k in book_choices(ctx, session or new_session())}
+    keys = [k for k in keys if k in allowed]
+    if not question:
+        yield history, "⚠️ Type a question first.", None
+        return
+    history.append({"role": "user", "content": question})
+    if not keys:
+        history.append({"role": "assistant", "content": f"⚠️ {NO_BOOK_MESSAGE}"})
+        yield history, f"⚠️ {NO_BOOK_MESSAGE}", None
+        return
+    history.append({"role": "assistant", "content": ""})
+    try:
+        _found, markdown, figure = provenance(ctx, keys, question)
+        ids = ctx.model.prompt_ids(question, int(max_new_tokens))
+        features, tokens = _features(ctx, keys, question, mode)
+    except Exception as err:  # LCIRCError is the user's; anything else must not end the session either
+        if not isinstance(err, LCIRCError):
+            log.exception("could not prepare an answer")
+        history[-1]["content"] = f"⚠️ {err}"
+        yield history, f"⚠️ {err}", None
+        return
+    yield history, markdown, figure
+    stop = threading.Event()
+    kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_StopFlag(stop)])}
+    if temperature and float(temperature) > 0:
+        kwargs.update(do_sample=True, temperature=float(temperature))
+    try:
+        for piece in ctx.model.stream_text(PreparedPrompt(ids, features, tokens), max_new_tokens=int(max_new_tokens), **kwargs):
+            history[-1]["content"] += piece
+            yield history, markdown, figure
+    except Exception as err:  # shown in the chat; the server goes on
+        if not isinstance(err, LCIRCError):
+            log.exception("generation failed")
+        history[-1]["content"] += f"\n\n⚠️ {err}"
+        yield history, markdown, figure
+    finally:
+        stop.set()  # the user pressed stop (generator closed) or generation ended: free the worker
+    if not history[-1]["content"].strip():
+        history[-1]["content"] = "(the model produced no text)"
+        yield history, markdown, figure
+
+
+def provenance(ctx: AppContext, keys: Sequence[str], question: str) -> tuple[list[dict[str, Any]], str, Any]:
+    """Top passages for ``question`` over the chosen books, as records, markdown quotes and a score plot."""
+    found: list[dict[str, Any]] = []
+    curves = []
+    tokenizer = ctx.model.tokenizer
+    for key in keys:
+        entry, memory = ctx.library.get(key), ctx.library.memory(key)
+        for p in rank_passages(memory, tokenizer, question, top_k=ctx.top_k):
+            found.append(
+                {
+                    "book": entry.title,
+                    "key": key,
+                    "segment": p.segment,
+                    "start": p.start,
+                    "end": p.end,
+                    "chapter": _chapters(entry.sections, p.start, p.end),
+                    "position": 100.0 * p.start / max(memory.num_chars, 1),
+                    "score": p.score,
+                    "text": p.text,
+                }
+            )
+        every = passages(memory, tokenizer)
+        scores = bm25_scores(question, [p.text for p in every])
+        curves.append((entry.title, [100.0 * p.start / max(memory.num_chars, 1) for p in every], scores))
+    found.sort(key=lambda r: -r["score"])
+    found = [r for r in found if r["score"] > 0][: ctx.top_k]  # a passage sharing no word is no evidence
+    return found, provenance_markdown(found), provenance_figure(curves, found)
+
+
+def _chapters(sections: list[list[Any]], start: int, end: int) -> str | None:
+    """The chapter of a passage; 'A → B' when the passage runs across a chapter heading."""
+    first, last = chapter_at(sections, start), chapter_at(sections, max(start, end - 1))
+    if first == last or last is None:
+        return first
+    return f"{first} → {last}" if first else last
+
+
+def provenance_markdown(found: list[dict[str, Any]]) -> str:
+    lines = ["### Where the answer may come from", f"_{PROVENANCE_NOTE}_", ""]
+    if not found:
+        lines.append("No passage of the book shares a word with the question.")
+    for rank, r in enumerate(found, 1):
+        quote = " ".join(r["text"].split())
+        quote = quote if len(quote) <= 400 else quote[:400] + " …"
+        chapter = f", {r['chapter']}" if r["chapter"] else ""
+        lines.append(
+            f"**Passage {rank}** — {r['book']}{chapter}, characters {r['start']:,}–{r['end']:,} "
+            f"({r['position']:.1f}% into the book), score {r['score']:.2f}"
+        )
+        lines.append(f"> {quote}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def provenance_figure(curves: list[tuple[str, list[float], list[float]]], found: list[dict[str, Any]]) -> Any:
+    """A small matplotlib figure: passage score along the book (position %), top passages marked."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 2.2), dpi=100)
+    axes = figure.add_subplot()
+    for title, positions, scores in curves:
+        axes.plot(positions, scores, linewidth=1, label=title[:40])
+    for r in found:
+        axes.axvline(r["position"], color="tab:red", alpha=0.4, linewidth=1)
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("position in the book (%)")
+    axes.set_ylabel("BM25 score")
+    if len(curves) > 1:
+        axes.legend(fontsize=7)
+    figure.tight_layout()
+    return figure
