@@ -6,29 +6,18 @@ hooks never stack with the models ``make_lcirc`` builds on the shared tiny backb
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
-from support import FAMILIES, SAMPLE_BOOK, TINY
+from support import FAMILIES, SAMPLE_BOOK, TINY, one_torch_thread
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from lcirc_plugins import LCIRCConfig, LCIRCModel
 
 APP_CONFIG = {**TINY, "gate_init": 0.5, "query_dependent": True}
 BOOK_CHARS = 6000  # ~1,500 tokens: about 50 segments on the tiny model, compressed in about a second
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -7,27 +7,14 @@ start open (``gate_init=0.5``), so the memory really changes what it generates.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 
 import pytest
 import torch
-from support import FAMILIES, TINY
+from support import FAMILIES, TINY, one_torch_thread
 from transformers import AutoModelForCausalLM, PreTrainedTokenizerBase
 
 from lcirc_plugins import CompressedMemory, LCIRCConfig, LCIRCModel
-
-
-@contextlib.contextmanager
-def one_torch_thread() -> Iterator[None]:
-    """Tiny models run ~10x faster on one intra-op thread than on two of a busy 2-core box; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
 
 TINY_LC = {**TINY, "gate_init": 0.5}  # the shared tiny config, gates open
 
