@@ -23,7 +23,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+pytestmark = [pytest.mark.browser]  # ~20 s: part of the default run; skips cleanly without chromium
 
 
 def free_port() -> int:
