@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             meta = hit.node.metadata
             excerpt = " ".join(hit.node.text.split())
             print(
-                f"[{rank}] score {hit.score:.2f}  chars {meta['char_start']:,}-{meta['char_end']:,}  segment {meta['segment']}  ({meta['title']})"
+                f"[{rank}] score {hit.score:.2f}  chars {meta['start']:,}-{meta['end']:,}  segment {meta['segment']}  ({meta['title']})"
             )
             print(f"    {excerpt[:300]}{'...' if len(excerpt) > 300 else ''}")
     except (LCIRCError, FileNotFoundError) as err:

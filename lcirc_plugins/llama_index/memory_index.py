@@ -220,7 +220,7 @@ class CompressedMemoryIndex(BaseIndex[IndexCompressedMemory]):
             response = index.as_query_engine().query("Who buried the treasure?")
             print(response.response)
             for source in response.source_nodes:   # passages, best first, with their BM25 scores
-                print(source.score, source.node.metadata["char_start"], source.node.metadata["char_end"])
+                print(source.score, source.node.metadata["start"], source.node.metadata["end"])
             nodes = index.as_retriever(similarity_top_k=5).retrieve("the black spot")
 
     Stream:

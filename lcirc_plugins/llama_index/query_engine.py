@@ -39,7 +39,7 @@ class CompressedMemoryQueryEngine(BaseQueryEngine):
         .. code-block:: python
 
             response = engine.query("Who buried the treasure?")
-            print(response.response, [n.node.metadata["char_start"] for n in response.source_nodes])
+            print(response.response, [n.node.metadata["start"] for n in response.source_nodes])
             response = await engine.aquery("Who buried the treasure?")
 
     Stream:

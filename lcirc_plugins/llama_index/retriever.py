@@ -15,7 +15,7 @@ from .memory_index import CompressedMemoryIndex
 
 # Provenance keys set on every passage node. Hidden from the LLM prompt and from embeddings: they are for
 # the user and for LCIRCLLM (which finds the memory through them), not content.
-PROVENANCE_KEYS = ("doc_id", "memory_id", "memory_file", "segment", "char_start", "char_end")
+PROVENANCE_KEYS = ("doc_id", "memory_id", "memory_file", "segment", "start", "end")
 
 
 class CompressedMemoryRetriever(BaseRetriever):
@@ -28,7 +28,7 @@ class CompressedMemoryRetriever(BaseRetriever):
     is noise), costs milliseconds on a CPU, and finds the passage that states a fact by the words the
     question uses; the slow test measures it on inserted facts in a 32K-token book. Every passage stays
     its own node (never merged), carrying the source document's metadata plus ``doc_id``, ``memory_id``,
-    ``memory_file``, ``segment``, ``char_start`` and ``char_end`` (also in ``start_char_idx``/``end_char_idx``),
+    ``memory_file``, ``segment``, ``start`` and ``end`` (also in ``start_char_idx``/``end_char_idx``),
     with the document as its ``SOURCE`` relationship.
 
     Setup:
@@ -48,7 +48,7 @@ class CompressedMemoryRetriever(BaseRetriever):
 
             for hit in retriever.retrieve("Where is the treasure buried?"):
                 meta = hit.node.metadata
-                print(f"{hit.score:.2f}", meta["doc_id"], meta["char_start"], meta["char_end"], hit.node.text[:80])
+                print(f"{hit.score:.2f}", meta["doc_id"], meta["start"], meta["end"], hit.node.text[:80])
 
     Async:
         .. code-block:: python
@@ -98,8 +98,8 @@ class CompressedMemoryRetriever(BaseRetriever):
             "memory_id": memory_id,
             "memory_file": self._index.memory_file(memory_id),
             "segment": passage.segment,
-            "char_start": passage.start,
-            "char_end": passage.end,
+            "start": passage.start,
+            "end": passage.end,
         }
         hidden = list(PROVENANCE_KEYS)
         related = source.source_node or RelatedNodeInfo(node_id=doc_id)

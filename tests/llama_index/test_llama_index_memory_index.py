@@ -72,8 +72,8 @@ def test_retriever_returns_separate_passages_with_text_span_score_and_memory(mak
     for hit in retrieved:
         meta = hit.node.metadata
         source = by_id[meta["doc_id"]]
-        assert source.text[meta["char_start"] : meta["char_end"]] == hit.node.text
-        assert (hit.node.start_char_idx, hit.node.end_char_idx) == (meta["char_start"], meta["char_end"])
+        assert source.text[meta["start"] : meta["end"]] == hit.node.text
+        assert (hit.node.start_char_idx, hit.node.end_char_idx) == (meta["start"], meta["end"])
         assert meta["title"] == source.metadata["title"], "the document's metadata is kept"
         assert meta["memory_id"] == f"{source.doc_id}#memory" and meta["memory_file"].startswith(f"{MEMORY_FOLDER}/")
         assert hit.node.node_id == f"{meta['memory_id']}/segment-{meta['segment']}"
@@ -169,7 +169,7 @@ def test_another_llm_reads_the_passages(make_llm, documents):
     index = CompressedMemoryIndex.from_documents(documents, llm=make_llm())
     response = index.as_query_engine(llm=MockLLM(), similarity_top_k=2).query(QUESTION)
     assert "PARROT-8812" in response.response, "the passage text is in the other LLM's prompt"
-    assert "memory_file" not in response.response and "char_start" not in response.response
+    assert "memory_file" not in response.response and "start" not in response.response
     assert response.source_nodes[0].node.metadata["doc_id"] == "part-2"
 
 

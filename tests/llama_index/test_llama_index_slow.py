@@ -71,7 +71,7 @@ def inserted_fact_hit_rate(
     retriever = index.as_retriever(similarity_top_k=top_k)
     found = 0
     for question, _code, start, end in facts:
-        spans = [(n.node.metadata["char_start"], n.node.metadata["char_end"]) for n in retriever.retrieve(question)]
+        spans = [(n.node.metadata["start"], n.node.metadata["end"]) for n in retriever.retrieve(question)]
         found += any(s < end and e > start for s, e in spans)
     return found, len(facts), index
 
