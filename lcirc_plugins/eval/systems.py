@@ -1,0 +1,272 @@
+"""The systems compared side by side, all sharing one loaded ``LCIRCModel``.
+
+The backbone called with no memory is the plain backbone (the GCA hooks are identities without memory),
+so the truncated, full-context and RAG baselines cost no extra weights. Every system implements
+:class:`System`: ``nll`` (mean negative log-likelihood per target token given a context, for perplexity)
+and ``answer`` (free-text answer to a question about a context, for needle / QA tasks), plus ``flops``
+(analytic forward FLOPs for a context of N tokens, see :mod:`.flops`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from ..errors import LCIRCError
+from ..model.lcirc_model import LCIRCModel, PreparedPrompt
+from ..model.prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
+from ..passages import bm25_scores
+from .flops import AdapterShape, DecoderShape, decoder_flops, flops_full, flops_lcirc, flops_truncated
+
+_MARGIN = 8  # tokens kept free when a decoded context is re-tokenized inside a prompt
+
+
+class ContextTooLongError(LCIRCError):
+    """The system cannot read a context this long (e.g. full attention beyond the backbone's positions)."""
+
+
+@runtime_checkable
+class System(Protocol):
+    name: str
+
+    def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float: ...
+
+    def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str: ...
+
+    def flops(self, context_tokens: int) -> int: ...
+
+
+def _ids(x: Sequence[int] | torch.Tensor) -> list[int]:
+    return x.flatten().tolist() if isinstance(x, torch.Tensor) else [int(i) for i in x]
+
+
+class _Base:
+    name = "base"
+
+    def __init__(self, model: LCIRCModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.system_prompt = system_prompt
+        self.shape = DecoderShape.from_hf(model.backbone.config)
+
+    @property
+    def window(self) -> int:
+        return self.model.config.window
+
+    def _score(self, input_ids: list[int], num_targets: int, memory: torch.Tensor | None = None) -> float:
+        """Mean NLL of the last ``num_targets`` tokens of ``input_ids``."""
+        if num_targets < 1 or len(input_ids) <= num_targets:
+            raise ValueError("nll needs at least one context token and one target token")
+        ids = torch.tensor([input_ids], dtype=torch.long)
+        labels = ids.clone()
+        labels[0, : len(input_ids) - num_targets] = -100
+        with torch.no_grad():
+            out = self.model(ids, memory=memory, labels=labels.to(self.model.device))
+        return float(out.loss)
+
+    def _question_prompt(self, context_text: str, question: str) -> list[int]:
+        user = f"{context_text}\n\nQuestion: {question}" if context_text else question
+        return build_prompt(self.tokenizer, user, self.system_prompt)
+
+    def _context_budget(self, question: str, max_new_tokens: int, limit: int) -> int:
+        budget = limit - max_new_tokens - len(self._question_prompt("", question)) - _MARGIN
+        if budget < 1:
+            raise ContextTooLongError(f"{self.name}: the question and answer alone fill the {limit}-token window")
+        return budget
+
+    def _fit_prompt(self, context_ids: list[int], question: str, max_new_tokens: int, limit: int) -> list[int]:
+        """The QA prompt with as many of the context's last tokens as fit in ``limit``."""
+        keep = min(len(context_ids), self._context_budget(question, max_new_tokens, limit))
+        while True:
+            text = self.tokenizer.decode(context_ids[len(context_ids) - keep :]) if keep else ""
+            prompt = self._question_prompt(text, question)
+            if len(prompt) + max_new_tokens <= limit or keep == 0:
+                return prompt
+            keep = max(0, keep - (len(prompt) + max_new_tokens - limit) - 1)
+
+    def _generate(self, prompt: list[int], max_new_tokens: int, memory: torch.Tensor | None = None, compressed: int = 0) -> str:
+        prepared = PreparedPrompt(torch.tensor([prompt], dtype=torch.long), memory, compressed)
+        return self.model.generate_text(prepared, max_new_tokens=max_new_tokens)[0]
+
+    def _encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class TruncatedBackbone(_Base):
+    """The backbone on its window only: the last ``M - len(target)`` context tokens (the paper's Llama2 row)."""
+
+    name = "truncated"
+
+    def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
+        context, target = _ids(context_ids), _ids(target_ids)
+        keep = self.window - len(target)
+        return self._score(context[-keep:] + target, len(target))
+
+    def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
+        prompt = self._fit_prompt(self._encode(context_text), question, max_new_tokens, self.window)
+        return self._generate(prompt, max_new_tokens)
+
+    def flops(self, context_tokens: int) -> int:
+        return flops_truncated(self.shape, context_tokens, self.window)
+
+
+class FullContext(_Base):
+    """The backbone attending to the whole context; refuses contexts beyond its maximum positions."""
+
+    name = "full"
+
+    @property
+    def max_positions(self) -> int:
+        config = self.model.backbone.config
+        return int(getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or self.window)
+
+    def _check(self, tokens: int) -> None:
+        if tokens > self.max_positions:
+            raise ContextTooLongError(f"full: {tokens} tokens exceed the backbone's {self.max_positions} positions")
+
+    def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
+        context, target = _ids(context_ids), _ids(target_ids)
+        self._check(len(context) + len(target))
+        return self._score(context + target, len(target))
+
+    def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
+        prompt = self._question_prompt(context_text, question)
+        self._check(len(prompt) + max_new_tokens)
+        return self._generate(prompt, max_new_tokens)
+
+    def flops(self, context_tokens: int) -> int:
+        return flops_full(self.shape, context_tokens)
+
+
+class LCIRCSystem(_Base):
+    """LCIRC (or QD-LCIRC when ``config.query_dependent``): the context beyond the window goes to memory.
+
+    As ``LCIRCModel.prepare_prompt``: the head of the token sequence is compressed by the recurrent
+    compressor, the tail is read by the decoder. For perplexity the QD query is the last
+    ``max_query_tokens`` context tokens in the window (never the target); for QA it is the question.
+    """
+
+    def __init__(self, model: LCIRCModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+        super().__init__(model, system_prompt)
+        self.name = "qd-lcirc" if model.config.query_dependent else "lcirc"
+        self.adapter_shape = AdapterShape.from_config(model.config, self.shape.hidden, self.shape.layers)
+
+    def _compress(self, head: list[int], query: list[int]) -> torch.Tensor | None:
+        if not head:
+            return None
+        config, compressor = self.model.config, self.model.adapter.compressor
+        with torch.no_grad():
+            kv = None
+            if config.query_dependent and query:
+                kv = compressor.project_query(self.model.embed_tokens(torch.tensor([query[-config.max_query_tokens :]])))
+            return compressor.compress(
+                self.model.embed_tokens, [torch.tensor(head, dtype=torch.long)], config.segment_len, query_kv=kv
+            )[0]
+
+    def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
+        context, target = _ids(context_ids), _ids(target_ids)
+        keep = self.window - len(target)
+        head, tail = context[: max(0, len(context) - keep)], context[-keep:]
+        memory = self._compress(head, tail)
+        return self._score(tail + target, len(target), memory)
+
+    def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
+        context = self._encode(context_text)
+        keep = min(len(context), self._context_budget(question, max_new_tokens, self.window))
+        head, tail = context[: len(context) - keep], context[len(context) - keep :]
+        memory = self._compress(head, self._encode(question))
+        prompt = self._fit_prompt(tail, question, max_new_tokens, self.window)
+        return self._generate(prompt, max_new_tokens, memory, len(head))
+
+    def flops(self, context_tokens: int) -> int:
+        return flops_lcirc(self.shape, self.adapter_shape, context_tokens, self.window)
+
+
+class BM25RAG(_Base):
+    """Chunk-and-retrieve: the context is cut into ``chunk_tokens``-token passages, the best by BM25 go
+    into the prompt (best first, as many as fit the window, at most ``top_k``), the plain backbone answers."""
+
+    name = "bm25-rag"
+
+    def __init__(
+        self,
+        model: LCIRCModel,
+        chunk_tokens: int | None = None,
+        top_k: int = 4,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
+        super().__init__(model, system_prompt)
+        self.chunk_tokens = chunk_tokens or model.config.segment_len
+        self.top_k = top_k
+
+    def chunks(self, ids: list[int]) -> list[list[int]]:
+        return [ids[i : i + self.chunk_tokens] for i in range(0, len(ids), self.chunk_tokens)]
+
+    def rank(self, chunk_ids: list[list[int]], query: str) -> list[int]:
+        """Chunk indices, best BM25 score first (ties keep source order)."""
+        texts = [self.tokenizer.decode(c) for c in chunk_ids]
+        scores = bm25_scores(query, texts)
+        return sorted(range(len(texts)), key=lambda i: (-scores[i], i))[: self.top_k]
+
+    def retrieve(self, context_text: str, question: str) -> list[str]:
+        """The texts of the ``top_k`` passages for ``question``, best first."""
+        chunk_ids = self.chunks(self._encode(context_text))
+        return [self.tokenizer.decode(chunk_ids[i]) for i in self.rank(chunk_ids, question)]
+
+    def _pack(self, chunk_ids: list[list[int]], order: list[int], budget: int) -> list[int]:
+        picked, used = [], 0
+        for i in order:
+            if used + len(chunk_ids[i]) > budget:
+                break
+            picked.append(i)
+            used += len(chunk_ids[i])
+        return picked
+
+    def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
+        """Half the window is the context's tail; the rest is filled with passages retrieved for that tail."""
+        context, target = _ids(context_ids), _ids(target_ids)
+        budget = self.window - len(target)
+        tail_len = min(len(context), max(1, budget // 2))
+        tail, rest = context[len(context) - tail_len :], context[: len(context) - tail_len]
+        chunk_ids = self.chunks(rest)
+        picked = (
+            sorted(self._pack(chunk_ids, self.rank(chunk_ids, self.tokenizer.decode(tail)), budget - tail_len)) if rest else []
+        )
+        retrieved = [t for i in picked for t in chunk_ids[i]]
+        return self._score(retrieved + tail + target, len(target))
+
+    def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
+        chunk_ids = self.chunks(self._encode(context_text))
+        budget = self._context_budget(question, max_new_tokens, self.window)
+        picked = self._pack(chunk_ids, self.rank(chunk_ids, question), budget - _MARGIN)
+        passages = "\n\n".join(self.tokenizer.decode(chunk_ids[i]) for i in picked)
+        prompt = self._fit_prompt(self._encode(passages), question, max_new_tokens, self.window)
+        return self._generate(prompt, max_new_tokens)
+
+    def flops(self, context_tokens: int) -> int:
+        return decoder_flops(self.shape, min(context_tokens, self.window))
+
+
+SYSTEMS = {"truncated": TruncatedBackbone, "full": FullContext, "lcirc": LCIRCSystem, "bm25-rag": BM25RAG}
+
+
+def build_systems(model: LCIRCModel, names: Sequence[str], qd_model: LCIRCModel | None = None) -> list[System]:
+    """Systems by name (``truncated``, ``full``, ``lcirc``, ``qd-lcirc``, ``bm25-rag``) on one model."""
+    out: list[System] = []
+    for name in names:
+        if name == "qd-lcirc":
+            if qd_model is None or not qd_model.config.query_dependent:
+                raise LCIRCError("qd-lcirc needs a query-dependent adapter (config.query_dependent=True)")
+            out.append(LCIRCSystem(qd_model))
+        elif name in SYSTEMS:
+            out.append(SYSTEMS[name](model))
+        else:
+            raise LCIRCError(f"unknown system {name!r}; choose from {sorted([*SYSTEMS, 'qd-lcirc'])}")
+    return out
+
+
+def perplexity(nll: float | None) -> float | None:
+    return None if nll is None else math.exp(min(nll, 700.0))

@@ -1,0 +1,114 @@
+"""Every system end to end on a tiny random backbone (window 256) with the real SmolLM2 tokenizer."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from support import one_torch_thread
+
+from lcirc_plugins.data.synthetic import passkey
+from lcirc_plugins.eval.systems import (
+    BM25RAG,
+    ContextTooLongError,
+    FullContext,
+    LCIRCSystem,
+    System,
+    TruncatedBackbone,
+    build_systems,
+)
+
+
+@pytest.fixture
+def ids(sample_text, smollm2_tokenizer):
+    return smollm2_tokenizer(sample_text, add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("cls", [TruncatedBackbone, FullContext, LCIRCSystem, BM25RAG])
+def test_each_system_runs_end_to_end(make_lcirc, ids, sample_text, cls):
+    model = make_lcirc("llama")
+    system = cls(model)
+    assert isinstance(system, System)
+    with one_torch_thread():
+        nll = system.nll(ids[:400], ids[400:432])
+        reply = system.answer(sample_text[:3000], "Who is the story about?", max_new_tokens=4)
+    assert math.isfinite(nll) and nll > 0
+    assert isinstance(reply, str)
+    assert system.flops(432) > 0
+
+
+def test_truncated_scores_only_the_window(make_lcirc, ids):
+    system = TruncatedBackbone(make_lcirc("llama"))
+    with one_torch_thread():
+        # tokens beyond the window (256 - 32 context tokens) cannot change the score
+        a = system.nll(ids[:400], ids[400:432])
+        b = system.nll(ids[100:400], ids[400:432])
+        full = FullContext(system.model).nll(ids[100:400], ids[400:432])
+    assert a == pytest.approx(b, abs=1e-6)
+    assert full != pytest.approx(a, abs=1e-6)  # full attention does read them
+
+
+def test_full_context_refuses_beyond_max_positions(make_lcirc):
+    system = FullContext(make_lcirc("llama"))
+    n = system.max_positions
+    with pytest.raises(ContextTooLongError, match="positions"):
+        system.nll([5] * n, [6, 7])
+
+
+def test_lcirc_reads_memory_and_equals_truncated_with_closed_gates(make_lcirc, ids):
+    # The fixture's models share one backbone and GCA hooks read a process-wide ContextVar, so each model's
+    # hooks are removed before the next model is built.
+    with one_torch_thread():
+        closed = make_lcirc("llama")  # gates at 0: GCA is an identity
+        base = TruncatedBackbone(closed).nll(ids[:600], ids[600:632])
+        same = LCIRCSystem(closed).nll(ids[:600], ids[600:632])
+        closed.injector.detach()
+        opened = make_lcirc("llama", gate_init=0.5)
+        lcirc = LCIRCSystem(opened).nll(ids[:600], ids[600:632])
+        plain = TruncatedBackbone(opened).nll(ids[:600], ids[600:632])
+        other_head = LCIRCSystem(opened).nll(ids[50:600], ids[600:632])
+        assert LCIRCSystem(opened).name == "lcirc"
+        opened.injector.detach()
+        qd = make_lcirc("llama", gate_init=0.5, query_dependent=True)
+        qd_nll = LCIRCSystem(qd).nll(ids[:600], ids[600:632])
+        assert LCIRCSystem(qd).name == "qd-lcirc"
+    assert same == pytest.approx(base, abs=1e-5)
+    assert plain == pytest.approx(base, abs=1e-5)  # without memory the hooks do nothing
+    assert lcirc != pytest.approx(base, abs=1e-4)  # the memory of the 376 head tokens is read
+    assert other_head != pytest.approx(lcirc, abs=1e-6)  # and it depends on what was compressed
+    assert math.isfinite(qd_nll) and qd_nll != pytest.approx(lcirc, abs=1e-6)
+
+
+def _captured_prompt(system, context, question, monkeypatch):
+    seen = {}
+
+    def fake_generate(prompt, max_new_tokens, memory=None, compressed=0):
+        seen["prompt"] = system.tokenizer.decode(prompt)
+        return ""
+
+    monkeypatch.setattr(system, "_generate", fake_generate)
+    system.answer(context, question, max_new_tokens=8)
+    return seen["prompt"]
+
+
+def test_rag_retrieves_the_chunk_holding_the_needle(make_lcirc, sample_text, smollm2_tokenizer, monkeypatch):
+    model = make_lcirc("llama")
+    example = passkey(3, num_tokens=1500, tokenizer=smollm2_tokenizer, depth=0.1, haystack=sample_text)
+    rag = BM25RAG(model, chunk_tokens=64, top_k=2)
+    retrieved = rag.retrieve(example.context, example.question)
+    assert "pass key" in retrieved[0]
+    assert example.answer in " ".join(retrieved)
+    # the retrieved chunk reaches the prompt; the truncated window (the last ~200 tokens) misses the needle at 10 %
+    assert example.answer in _captured_prompt(rag, example.context, example.question, monkeypatch)
+    truncated = TruncatedBackbone(model)
+    assert example.answer not in _captured_prompt(truncated, example.context, example.question, monkeypatch)
+
+
+def test_build_systems_by_name(make_lcirc):
+    model, qd = make_lcirc("llama"), make_lcirc("llama", query_dependent=True)
+    names = [s.name for s in build_systems(model, ["truncated", "full", "bm25-rag", "lcirc", "qd-lcirc"], qd)]
+    assert names == ["truncated", "full", "bm25-rag", "lcirc", "qd-lcirc"]
+    with pytest.raises(Exception, match="query-dependent"):
+        build_systems(model, ["qd-lcirc"])
+    with pytest.raises(Exception, match="unknown system"):
+        build_systems(model, ["gpt5"])
