@@ -115,3 +115,16 @@ def test_decoder_layers_are_found_by_explicit_path(tiny_backbones):
 def test_a_wrong_decoder_layers_path_is_a_clear_error(tiny_backbones):
     with pytest.raises(UnsupportedBackboneError, match="does not exist"):
         find_decoder_layers(tiny_backbones["llama"], "model.blocks")
+
+
+def test_two_adapters_on_one_backbone_only_run_their_own_blocks(make_lcirc, tiny_backbones):
+    first = make_lcirc("llama", gate_init=0.5, seed=0)
+    second = make_lcirc("llama", gate_init=0.5, seed=1)
+    ids = _ids()
+    with torch.no_grad():
+        reference = tiny_backbones["llama"](ids).logits
+        out_second = second(ids, memory=_memory()).logits
+        first.injector.detach()
+        alone = second(ids, memory=_memory()).logits
+    assert not torch.equal(out_second, reference)
+    assert torch.equal(out_second, alone), "the first adapter's hooks must ignore the second adapter's memory"

@@ -27,6 +27,7 @@ from .gated_cross_attention import GatedCrossAttentionBlock
 class _Conditioning:
     """The memory of one call, and the K/V each GCA block projected from it (computed once per call)."""
 
+    owner: MemoryInjector
     memory: torch.Tensor
     mask: torch.Tensor | None
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
@@ -89,7 +90,7 @@ class MemoryInjector:
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
             state = _ACTIVE.get()
-            if state is None:  # no memory: the unmodified LM, as in the authors' code
+            if state is None or state.owner is not self:  # no memory (or another adapter's): the unmodified LM
                 return None
             positional = bool(args)
             hidden = args[0] if positional else kwargs["hidden_states"]
@@ -106,7 +107,7 @@ class MemoryInjector:
     @contextlib.contextmanager
     def conditioned(self, memory: torch.Tensor | None, mask: torch.Tensor | None = None) -> Iterator[_Conditioning | None]:
         """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d]."""
-        state = None if memory is None else _Conditioning(memory if memory.dim() == 3 else memory.unsqueeze(0), mask)
+        state = None if memory is None else _Conditioning(self, memory if memory.dim() == 3 else memory.unsqueeze(0), mask)
         token = _ACTIVE.set(state)
         try:
             yield state
