@@ -51,9 +51,10 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
+from process_memory import current_rss_mib, peak_rss_mib, reset_peak_rss  # benchmarks/ is on sys.path when run as a script
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CORPUS_DIR = Path("/work/shared/data/corpus")
+CORPUS_DIR = REPO_ROOT.parent / "shared" / "data" / "corpus"
 BACKBONE = "smollm2-135m-instruct"
 MODES = ("full", "truncated", "selective")
 SEGMENT_COUNTS = [4, 16, 32, 64]
@@ -67,34 +68,6 @@ CAP_EXIT_CODE = 3
 
 
 # ----- process memory ---------------------------------------------------------------------------------
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not found in /proc/self/status")
-
-
-def current_rss_mib() -> float:
-    """Resident set size right now (``VmRSS``), in MiB."""
-    return _status_kib("VmRSS") / 1024
-
-
-def hwm_rss_mib() -> float:
-    """The kernel's peak RSS since start or the last reset (``VmHWM``), in MiB."""
-    return _status_kib("VmHWM") / 1024
-
-
-def reset_hwm() -> bool:
-    """Reset ``VmHWM`` to the current RSS (Linux >= 4.0); False if that is not possible here."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return hwm_rss_mib() <= current_rss_mib() + 1.0
 
 
 class RSSSampler:
@@ -232,7 +205,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
     sampler = RSSSampler(args.sample_interval, args.max_rss_mib, on_cap).start()
     gc.collect()
-    result["hwm_reset_supported"] = reset_hwm()
+    result["hwm_reset_supported"] = reset_peak_rss()
     result["rss_before_first_step_mib"] = rss_ref = current_rss_mib()
 
     def one_step(segments: list[Any], window: Any) -> dict[str, Any]:
@@ -269,10 +242,10 @@ def run_worker(args: argparse.Namespace) -> None:
     def measured_step(j: int) -> dict[str, Any]:
         gc.collect()
         rss_before = current_rss_mib()
-        reset_hwm()
+        reset_peak_rss()
         sampler.reset()
         record = one_step(*examples[j])
-        hwm, sampled = hwm_rss_mib(), sampler.peak()
+        hwm, sampled = peak_rss_mib(), sampler.peak()
         peak = max(hwm, sampled)
         record.update(
             rss_before_step_mib=rss_before,

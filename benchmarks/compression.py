@@ -26,8 +26,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
 import json
 import os
 import platform
@@ -41,9 +39,10 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
+from process_memory import current_rss_mib, peak_rss_mib, release_free_memory, reset_peak_rss  # benchmarks/ is on sys.path when run as a script
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CORPUS_DIR = Path("/work/shared/data/corpus")
+CORPUS_DIR = REPO_ROOT.parent / "shared" / "data" / "corpus"
 BACKBONE = "smollm2-135m-instruct"
 PLOT_SIZES = [8 * 1024, 32 * 1024, 64 * 1024, 128 * 1024, 256 * 1024]
 MILLION = 1_000_000
@@ -56,49 +55,9 @@ MIB = 2**20
 # ----- process memory ---------------------------------------------------------------------------------
 
 
-def current_rss_mib() -> float:
-    """Resident set size right now (VmRSS), in MiB."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("VmRSS not found in /proc/self/status")
-
-
-def peak_rss_mib() -> float:
-    """``ru_maxrss`` of this process (KiB on Linux), in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def release_free_memory() -> None:
-    """Give freed heap memory back to the OS (glibc ``malloc_trim``), so that later allocations show in RSS.
-
-    Without it, the compression reuses heap pages freed by model loading and text building, which are
-    still resident, and the measured RSS increase understates what the compression allocates.
-    """
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
-
-
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False if it cannot be reset."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
-            handle.write("5")
-    except OSError:
-        return False
-    return peak_rss_mib() <= current_rss_mib() + 1.0
-
-
-# ----- input text -------------------------------------------------------------------------------------
 
 
 def corpus_text(min_chars: int) -> str:
