@@ -149,6 +149,17 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Re-save a trained adapter in a smaller dtype (how the shipped bf16 default is made)."""
+    import torch
+
+    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone)
+    path = model.save_pretrained(args.output, dtype=getattr(torch, args.dtype))
+    size = sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6
+    print(f"{path}: {size:.1f} MB ({args.dtype}), fingerprint {model.adapter_fingerprint[:12]}")
+    return 0
+
+
 # ----- parser and entry point ---------------------------------------------------------------------------
 
 
@@ -178,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--max-new-tokens", type=positive_int, default=128)
     ask.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print the answer as it is generated")
     ask.set_defaults(func=cmd_ask)
+
+    export = commands.add_parser("export", help="re-save an adapter in another dtype (e.g. bf16 for shipping)")
+    export.add_argument("adapter_dir")
+    export.add_argument("-o", "--output", required=True, help="directory to write")
+    export.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
+    export.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
+    export.set_defaults(func=cmd_export)
 
     info = commands.add_parser("info", help="describe a memory file")
     info.add_argument("memory")

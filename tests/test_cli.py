@@ -63,7 +63,7 @@ def test_help_lists_the_commands(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for command in ("compress", "ask", "info"):
+    for command in ("compress", "ask", "info", "export"):
         assert command in out
     with pytest.raises(SystemExit) as exit_info:
         main(["compress", "--help"])
@@ -208,3 +208,26 @@ def test_ask_a_book_directly_and_append(capsys: pytest.CaptureFixture[str], tmp_
     both = CompressedMemory.load(memory_path)
     assert both.num_chars == 2 * first.num_chars
     assert both.metadata["sections"] == [["treasure", first.num_chars]]
+
+
+def test_export_writes_a_bf16_adapter_that_loads_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+    from safetensors import safe_open
+
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    torch.manual_seed(0)
+    source = LCIRCModel.from_backbone("smollm2-135m-instruct", LCIRCConfig(num_latents=4, gca_layers=[0, 29], gate_init=0.3))
+    source.save_pretrained(tmp_path / "fp32")
+    source.injector.detach()
+    code, out, err = run(capsys, "export", tmp_path / "fp32", "-o", tmp_path / "bf16")
+    assert code == 0, err
+    assert "bfloat16" in out
+    with safe_open(str(tmp_path / "bf16" / "adapter_model.safetensors"), "pt") as weights:
+        assert {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118 (safe_open is not a dict) == {torch.bfloat16}
+    half = (tmp_path / "bf16" / "adapter_model.safetensors").stat().st_size
+    assert half < 0.55 * (tmp_path / "fp32" / "adapter_model.safetensors").stat().st_size
+    loaded = LCIRCModel.from_pretrained(tmp_path / "bf16")
+    expected = {k: v.to(torch.bfloat16).float() for k, v in source.adapter.state_dict().items()}
+    assert all(torch.equal(v, expected[k]) for k, v in loaded.adapter.state_dict().items())
+    loaded.injector.detach()

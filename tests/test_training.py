@@ -12,7 +12,7 @@ import pytest
 import torch
 from support import SAMPLE_BOOK
 
-from lcirc_plugins.errors import ConfigError
+from lcirc_plugins.errors import ConfigError, LCIRCError
 from lcirc_plugins.training import TrainConfig, Trainer, TrainingDivergedError, compress_for_training, steps_with_gradient
 
 
@@ -49,7 +49,9 @@ def test_truncated_bptt_over_all_steps_equals_full_bptt(make_lcirc):
     model = make_lcirc("llama", gate_init=0.5)
     segments = _segments()
     full = _gradients(model, lambda: compress_for_training(model, segments, steps_with_gradient(4, "full", 1, random.Random(0))))
-    truncated = _gradients(model, lambda: compress_for_training(model, segments, steps_with_gradient(4, "truncated", 4, random.Random(0))))
+    truncated = _gradients(
+        model, lambda: compress_for_training(model, segments, steps_with_gradient(4, "truncated", 4, random.Random(0)))
+    )
     assert full["compressor.initial_latents"].abs().sum() > 0
     assert _close(full, truncated)
 
@@ -87,9 +89,20 @@ def test_gradient_checkpointing_of_the_recurrence_gives_the_same_gradients(make_
 
 def _config(tmp_path, **overrides) -> TrainConfig:
     base = {
-        "data": str(SAMPLE_BOOK), "output_dir": str(tmp_path), "steps": 10, "lr": 1e-3, "bptt": "selective", "bptt_window": 2,
-        "min_segment_len": 16, "max_segment_len": 32, "min_segments": 1, "max_segments": 3, "window": 16, "eval_every": 0,
-        "save_every": 5, "seed": 1,
+        "data": str(SAMPLE_BOOK),
+        "output_dir": str(tmp_path),
+        "steps": 10,
+        "lr": 1e-3,
+        "bptt": "selective",
+        "bptt_window": 2,
+        "min_segment_len": 16,
+        "max_segment_len": 32,
+        "min_segments": 1,
+        "max_segments": 3,
+        "window": 16,
+        "eval_every": 0,
+        "save_every": 5,
+        "seed": 1,
     }
     return TrainConfig(**{**base, **overrides})
 
@@ -99,7 +112,11 @@ def test_training_ten_steps_equals_five_then_resume_five(tiny_backbones, smollm2
 
     def fresh_model() -> LCIRCModel:
         torch.manual_seed(0)
-        return LCIRCModel(tiny_backbones["llama"], smollm2_tokenizer, LCIRCConfig(segment_len=32, num_latents=4, head_dim=16, gca_every=2, max_segment_len=64))
+        return LCIRCModel(
+            tiny_backbones["llama"],
+            smollm2_tokenizer,
+            LCIRCConfig(segment_len=32, num_latents=4, head_dim=16, gca_every=2, max_segment_len=64),
+        )
 
     straight = fresh_model()
     Trainer(_config(tmp_path / "a"), model=straight).train()
@@ -124,13 +141,26 @@ def test_training_ten_steps_equals_five_then_resume_five(tiny_backbones, smollm2
 def test_stage_two_trains_on_answer_tokens_with_the_question_conditioning(tiny_backbones, smollm2_tokenizer, tmp_path):
     from lcirc_plugins import LCIRCConfig, LCIRCModel
 
-    records = [{"context": SAMPLE_BOOK.read_text(encoding="utf-8-sig")[i * 800 : (i + 1) * 800], "question": "Who?", "answer": f"Jim {i}"} for i in range(40)]
+    records = [
+        {
+            "context": SAMPLE_BOOK.read_text(encoding="utf-8-sig")[i * 800 : (i + 1) * 800],
+            "question": "Who?",
+            "answer": f"Jim {i}",
+        }
+        for i in range(40)
+    ]
     data = tmp_path / "qa.jsonl"
     data.write_text("\n".join(json.dumps(r) for r in records))
     torch.manual_seed(0)
-    model = LCIRCModel(tiny_backbones["llama"], smollm2_tokenizer, LCIRCConfig(segment_len=32, num_latents=4, head_dim=16, gca_every=2, query_dependent=True, max_segment_len=64))
+    model = LCIRCModel(
+        tiny_backbones["llama"],
+        smollm2_tokenizer,
+        LCIRCConfig(segment_len=32, num_latents=4, head_dim=16, gca_every=2, query_dependent=True, max_segment_len=64),
+    )
     try:
-        trainer = Trainer(_config(tmp_path / "run", stage="qa", data=str(data), steps=3, eval_every=3, eval_examples=2), model=model)
+        trainer = Trainer(
+            _config(tmp_path / "run", stage="qa", data=str(data), steps=3, eval_every=3, eval_examples=2), model=model
+        )
         example = next(trainer.data)
         answer_positions = (example.labels != -100).nonzero().flatten().tolist()
         assert smollm2_tokenizer.decode(example.labels[answer_positions]).startswith("Jim ")
@@ -149,7 +179,9 @@ def test_unknown_and_malformed_overrides_are_clear_errors():
         TrainConfig.from_file_and_overrides(None, ["--lerning_rate=1"])
     with pytest.raises(ConfigError, match="expected a int"):
         TrainConfig.from_file_and_overrides(None, ["--steps=ten"])
-    config = TrainConfig.from_file_and_overrides(None, ["--steps=7", "--adapter={\"num_latents\": 8}", "--gradient_checkpointing=true"])
+    config = TrainConfig.from_file_and_overrides(
+        None, ["--steps=7", '--adapter={"num_latents": 8}', "--gradient_checkpointing=true"]
+    )
     assert (config.steps, config.adapter, config.gradient_checkpointing) == (7, {"num_latents": 8}, True)
 
 
@@ -159,10 +191,31 @@ def test_accelerate_launch_with_two_cpu_processes_keeps_replicas_identical(tiny_
     smollm2_tokenizer.save_pretrained(backbone_dir)
     out = tmp_path / "run"
     command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "lcirc_plugins.training",
-        f"--backbone={backbone_dir}", f"--data={SAMPLE_BOOK}", f"--output_dir={out}", "--steps=3", "--save_every=3",
-        "--eval_every=0", "--min_segment_len=16", "--max_segment_len=32", "--max_segments=2", "--window=16", "--lr=1e-3",
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "lcirc_plugins.training",
+        f"--backbone={backbone_dir}",
+        f"--data={SAMPLE_BOOK}",
+        f"--output_dir={out}",
+        "--steps=3",
+        "--save_every=3",
+        "--eval_every=0",
+        "--min_segment_len=16",
+        "--max_segment_len=32",
+        "--max_segments=2",
+        "--window=16",
+        "--lr=1e-3",
         '--adapter={"num_latents": 4, "head_dim": 16, "gca_every": 2, "segment_len": 32, "max_segment_len": 64, "gate_init": 0.1}',
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -219,9 +272,20 @@ def test_stage_one_on_smollm2_beats_the_no_memory_baseline(tmp_path):
 
     books = SAMPLE_BOOK.parents[2].parent / "shared" / "data" / "books"
     config = Config(
-        data=str(books), eval_data=str(books / "stevenson-treasure-island.txt"), output_dir=str(tmp_path), steps=150, lr=1e-3,
-        warmup_steps=10, adapter={"num_latents": 16, "perceiver_layers": 1, "gca_layers": [0, 15, 29], "ffn_mult": 1.0, "max_segment_len": 512},
-        min_segment_len=256, max_segment_len=512, max_segments=2, window=128, eval_every=150, eval_examples=24, save_every=150,
+        data=str(books),
+        eval_data=str(books / "stevenson-treasure-island.txt"),
+        output_dir=str(tmp_path),
+        steps=150,
+        lr=1e-3,
+        warmup_steps=10,
+        adapter={"num_latents": 16, "perceiver_layers": 1, "gca_layers": [0, 15, 29], "ffn_mult": 1.0, "max_segment_len": 512},
+        min_segment_len=256,
+        max_segment_len=512,
+        max_segments=2,
+        window=128,
+        eval_every=150,
+        eval_examples=24,
+        save_every=150,
     )
     trainer = Trainer(config)
     trainer.train()
@@ -254,3 +318,50 @@ def test_bf16_mixed_precision_trains_on_cpu(make_lcirc, tmp_path):
     assert all(v.dtype == torch.float32 for v in after.values()), "master weights stay in float32"
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert all(torch.isfinite(v).all() for v in after.values())
+
+
+def test_gates_get_their_own_learning_rate(make_lcirc, tmp_path):
+    trainer = Trainer(_config(tmp_path, lr=1e-3, gate_lr_scale=20.0), model=make_lcirc("llama"))
+    others, gates = trainer.optimizer.param_groups
+    gate_ids = {id(p) for n, p in trainer.model.adapter.named_parameters() if n.endswith("_gate")}
+    assert {id(p) for p in gates["params"]} == gate_ids and gate_ids.isdisjoint(id(p) for p in others["params"])
+    assert gates["lr"] == pytest.approx(20 * others["lr"])
+
+
+def test_reconstruction_windows_repeat_the_compressed_text(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    def windows_inside_prefix(reconstruct: float) -> list[bool]:
+        stream = ExampleStream(smollm2_tokenizer, _config(tmp_path, reconstruct=reconstruct), shuffle_buffer=1)
+        found = []
+        for _ in range(20):
+            example = next(stream)
+            prefix, window = torch.cat([s[0] for s in example.segments]).tolist(), example.input_ids.tolist()
+            found.append(any(prefix[i : i + len(window)] == window for i in range(len(prefix) - len(window) + 1)))
+        return found
+
+    assert all(windows_inside_prefix(1.0))
+    assert not any(windows_inside_prefix(0.0)), "continuation windows come after the prefix, not from it"
+    with pytest.raises(ConfigError, match="reconstruct is a probability"):
+        _config(tmp_path, reconstruct=1.5)
+
+
+def test_synthetic_mixtures_draw_every_task_and_grow_with_the_curriculum(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    config = _config(
+        tmp_path,
+        stage="qa",
+        data=f"synthetic:passkey,book_facts:{SAMPLE_BOOK}",
+        min_segments=1,
+        max_segments=8,
+        curriculum_steps=40,
+    )
+    stream = ExampleStream(smollm2_tokenizer, config, shuffle_buffer=1)
+    examples = [next(stream) for _ in range(60)]
+    questions = {smollm2_tokenizer.decode(e.query_ids[0]) for e in examples}
+    assert "What is the pass key?" in questions and len(questions) > 1, "both tasks appear"
+    tokens = [sum(s.shape[1] for s in e.segments) for e in examples]
+    assert max(tokens[:10]) < max(tokens[-20:]), "contexts grow as the curriculum advances"
+    with pytest.raises(LCIRCError, match="unknown synthetic task 'pasky'"):
+        next(ExampleStream(smollm2_tokenizer, _config(tmp_path, stage="qa", data="synthetic:pasky")))

@@ -1,16 +1,17 @@
 """The systems compared side by side, all sharing one loaded ``LCIRCModel``.
 
 The backbone called with no memory is the plain backbone (the GCA hooks are identities without memory),
-so the truncated, full-context and RAG baselines cost no extra weights. Every system implements
-:class:`System`: ``nll`` (mean negative log-likelihood per target token given a context, for perplexity)
-and ``answer`` (free-text answer to a question about a context, for needle / QA tasks), plus ``flops``
-(analytic forward FLOPs for a context of N tokens, see :mod:`.flops`).
+so the truncated, full-context (plain and RoPE-scaled) and RAG baselines cost no extra weights. Every
+system implements :class:`System`: ``nll`` (mean negative log-likelihood per target token given a context,
+for perplexity) and ``answer`` (free-text answer to a question about a context, for needle / QA tasks), plus
+``flops`` (analytic forward FLOPs for a context of N tokens, see :mod:`.flops`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -141,6 +142,62 @@ class FullContext(_Base):
         return flops_full(self.shape, context_tokens)
 
 
+class ExtendedFA(FullContext):
+    """The backbone on the whole context, RoPE-scaled beyond its positions (the paper's ExtendedFA row).
+
+    Within ``max_positions`` it is :class:`FullContext`, unchanged. Beyond, for the duration of the call,
+    every rotary embedding's inverse frequencies are divided by ``factor = tokens / max_positions``: linear
+    position interpolation, the frequencies transformers builds for ``rope_parameters={"rope_type":
+    "linear", "factor": factor}``. Scaling the live buffers rather than rebuilding the rotary modules keeps
+    this free of per-family code (Gemma3's per-layer-type buffers included). The backbone is not fine-tuned at
+    the longer length. Backbones without rotary embeddings (GPT-2's learned positions) are refused beyond
+    their positions. Not thread-safe: the buffers are shared with every system on the same backbone.
+    """
+
+    name = "extended-fa"
+
+    def _rotary_buffers(self) -> list[tuple[torch.nn.Module, str]]:
+        """``(module, buffer name)`` of every inverse-frequency buffer (``inv_freq``, ``<layer type>_inv_freq``)."""
+        return [
+            (module, name)
+            for module in self.model.backbone.modules()
+            for name, _ in module.named_buffers(recurse=False)
+            if name.endswith("inv_freq") and not name.endswith("original_inv_freq")
+        ]
+
+    @contextlib.contextmanager
+    def rope_scaled(self, tokens: int) -> Iterator[float]:
+        """Within the block the backbone reads ``tokens`` positions; yields the scaling factor (1.0 if none)."""
+        if tokens <= self.max_positions:
+            yield 1.0
+            return
+        buffers = self._rotary_buffers()
+        if not buffers:
+            raise ContextTooLongError(
+                f"{self.name}: {tokens} tokens exceed the backbone's {self.max_positions} positions and it has no "
+                "rotary embedding to interpolate"
+            )
+        factor = tokens / self.max_positions
+        saved = [(module, name, getattr(module, name)) for module, name in buffers]
+        try:
+            for module, name, inv_freq in saved:
+                setattr(module, name, inv_freq / factor)
+            yield factor
+        finally:
+            for module, name, inv_freq in saved:
+                setattr(module, name, inv_freq)
+
+    def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
+        context, target = _ids(context_ids), _ids(target_ids)
+        with self.rope_scaled(len(context) + len(target)):
+            return self._score(context + target, len(target))
+
+    def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
+        prompt = self._question_prompt(context_text, question)
+        with self.rope_scaled(len(prompt) + max_new_tokens):
+            return self._generate(prompt, max_new_tokens)
+
+
 class LCIRCSystem(_Base):
     """LCIRC (or QD-LCIRC when ``config.query_dependent``): the context beyond the window goes to memory.
 
@@ -149,9 +206,11 @@ class LCIRCSystem(_Base):
     ``max_query_tokens`` context tokens in the window (never the target); for QA it is the question.
     """
 
-    def __init__(self, model: LCIRCModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> None:
+    def __init__(self, model: LCIRCModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, use_query: bool = True) -> None:
         super().__init__(model, system_prompt)
-        self.name = "qd-lcirc" if model.config.query_dependent else "lcirc"
+        # use_query=False runs a query-dependent adapter as plain LCIRC: the same weights, no question.
+        self.use_query = use_query and model.config.query_dependent
+        self.name = "qd-lcirc" if self.use_query else "lcirc"
         self.adapter_shape = AdapterShape.from_config(model.config, self.shape.hidden, self.shape.layers)
 
     def _compress(self, head: list[int], query: list[int]) -> torch.Tensor | None:
@@ -160,7 +219,7 @@ class LCIRCSystem(_Base):
         config, compressor = self.model.config, self.model.adapter.compressor
         with torch.no_grad():
             kv = None
-            if config.query_dependent and query:
+            if self.use_query and query:
                 kv = compressor.project_query(self.model.embed_tokens(torch.tensor([query[-config.max_query_tokens :]])))
             return compressor.compress(
                 self.model.embed_tokens, [torch.tensor(head, dtype=torch.long)], config.segment_len, query_kv=kv
@@ -250,11 +309,17 @@ class BM25RAG(_Base):
         return decoder_flops(self.shape, min(context_tokens, self.window))
 
 
-SYSTEMS = {"truncated": TruncatedBackbone, "full": FullContext, "lcirc": LCIRCSystem, "bm25-rag": BM25RAG}
+SYSTEMS = {
+    "truncated": TruncatedBackbone,
+    "full": FullContext,
+    "extended-fa": ExtendedFA,
+    "lcirc": LCIRCSystem,
+    "bm25-rag": BM25RAG,
+}
 
 
 def build_systems(model: LCIRCModel, names: Sequence[str], qd_model: LCIRCModel | None = None) -> list[System]:
-    """Systems by name (``truncated``, ``full``, ``lcirc``, ``qd-lcirc``, ``bm25-rag``) on one model."""
+    """Systems by name (``truncated``, ``full``, ``extended-fa``, ``lcirc``, ``qd-lcirc``, ``bm25-rag``) on one model."""
     out: list[System] = []
     for name in names:
         if name == "qd-lcirc":

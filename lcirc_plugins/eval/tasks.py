@@ -1,4 +1,5 @@
-"""Tasks: perplexity of a final window by total context length, and needle / passkey grids.
+"""Tasks: perplexity of a final window by total context length, needle / passkey grids, and QA benchmarks
+(LongBench, InfiniteBench, L-Eval records from :mod:`.benchmarks`, scored by their official metrics).
 
 Each returns plain dict rows (JSON values only). Every row records its cost: ``wall_time_s``,
 ``tokens_per_s`` (context tokens read per second) and ``peak_rss_mb`` (the process's peak resident set so
@@ -18,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data.synthetic import niah_single, passkey
+from .benchmarks import QARecord, score
 from .metrics import substring_match
 from .systems import ContextTooLongError, System, perplexity
 
@@ -159,6 +161,49 @@ def needle_grid(
                     wall_time_s=None,
                     tokens_per_s=None,
                     peak_rss_mb=peak_rss_mb(),
+                )
+            row["flops"] = system.flops(length)
+            rows.append(row)
+    return rows
+
+
+def qa_benchmark(
+    systems: Sequence[System],
+    records: Sequence[QARecord],
+    *,
+    max_new_tokens: int | None = None,
+    tokenizer: Any = None,
+    progress: bool = False,
+) -> list[dict[str, Any]]:
+    """Every record answered by every system (greedy), scored by the record's benchmark metric.
+
+    Each record is generated with its benchmark's own answer budget, capped at ``max_new_tokens`` when given
+    (summaries get 512 to 1,200 tokens officially, too many for a CPU run). ``length`` is the context's
+    token count, the basis of ``flops`` and ``tokens_per_s``; ``score`` is in [0, 1], None when skipped.
+    """
+    tok = _tokenizer(systems, tokenizer)
+    rows = []
+    for record in _bar(records, len(records), "qa", progress):
+        length = len(tok(record.context, add_special_tokens=False)["input_ids"])
+        budget = min(record.max_new_tokens, max_new_tokens) if max_new_tokens else record.max_new_tokens
+        for system in systems:
+            row: dict[str, Any] = {
+                "task": "qa",
+                "benchmark": record.benchmark,
+                "dataset": record.dataset,
+                "id": record.id,
+                "metric": record.metric,
+                "system": system.name,
+                "length": length,
+                "max_new_tokens": budget,
+                "answers": list(record.answers),
+            }
+            try:
+                prediction, cost = _timed(system.answer, length, record.context, record.question, budget)
+                row.update(prediction=prediction, score=round(score(record, prediction), 6), skipped=None, **cost)
+            except ContextTooLongError as err:
+                row.update(
+                    prediction=None, score=None, skipped=str(err), wall_time_s=None, tokens_per_s=None, peak_rss_mb=peak_rss_mb()
                 )
             row["flops"] = system.flops(length)
             rows.append(row)

@@ -17,11 +17,17 @@ from .bptt import BPTT_MODES
 
 @dataclass
 class TrainConfig:
-    stage: str = field(default="lm", metadata={"help": "lm (stage 1: next-token loss on the window after the memory) or qa (stage 2)."})
-    data: str = field(default="", metadata={"help": "Training data: .txt file or folder, .jsonl, a datasets folder, or synthetic:TASK."})
+    stage: str = field(
+        default="lm", metadata={"help": "lm (stage 1: next-token loss on the window after the memory) or qa (stage 2)."}
+    )
+    data: str = field(
+        default="", metadata={"help": "Training data: .txt file or folder, .jsonl, a datasets folder, or synthetic:TASK."}
+    )
     eval_data: str = field(default="", metadata={"help": "Held-out data (same forms); empty: every 20th document of `data`."})
     backbone: str = field(default="smollm2-135m-instruct", metadata={"help": "Backbone name, folder, hub id or .gguf file."})
-    init_adapter: str = field(default="", metadata={"help": "Adapter directory to start from (e.g. the stage-1 result for stage 2)."})
+    init_adapter: str = field(
+        default="", metadata={"help": "Adapter directory to start from (e.g. the stage-1 result for stage 2)."}
+    )
     adapter: dict[str, Any] = field(default_factory=dict, metadata={"help": "LCIRCConfig fields for a fresh adapter."})
     output_dir: str = field(default="runs/lcirc", metadata={"help": "Where checkpoints, metrics.jsonl and the final adapter go."})
     seed: int = field(default=0, metadata={"help": "Seed of data order, segment lengths, BPTT step choice and init."})
@@ -30,6 +36,12 @@ class TrainConfig:
     lr: float = field(default=5e-5, metadata={"help": "Peak learning rate (Adam)."})
     warmup_steps: int = field(default=0, metadata={"help": "Linear warm-up steps."})
     schedule: str = field(default="constant", metadata={"help": "constant or cosine decay after warm-up."})
+    gate_lr_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "Learning-rate multiplier of the tanh gates (closed gates pass no gradient to anything else, so they must open fast)."
+        },
+    )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
     max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0 disables)."})
     bptt: str = field(default="selective", metadata={"help": "full, truncated or selective (the paper's)."})
@@ -39,7 +51,13 @@ class TrainConfig:
     max_segment_len: int = field(default=512, metadata={"help": "Longest random segment length (training)."})
     min_segments: int = field(default=1, metadata={"help": "Fewest segments compressed before the window."})
     max_segments: int = field(default=8, metadata={"help": "Most segments compressed before the window (curriculum end)."})
-    curriculum_steps: int = field(default=0, metadata={"help": "Steps over which max segments grows from min_segments (0: no curriculum)."})
+    curriculum_steps: int = field(
+        default=0, metadata={"help": "Steps over which max segments grows from min_segments (0: no curriculum)."}
+    )
+    reconstruct: float = field(
+        default=0.0,
+        metadata={"help": "Stage 1: share of windows that repeat a piece of the compressed text (an autoencoding signal that teaches reading the memory) instead of continuing it."},
+    )
     window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
     min_doc_tokens: int = field(default=0, metadata={"help": "Skip documents shorter than this (FineWeb-Edu style filter)."})
     eval_every: int = field(default=100, metadata={"help": "Evaluate every n steps (0 disables)."})
@@ -57,9 +75,20 @@ class TrainConfig:
             raise ConfigError(f"bptt must be one of {BPTT_MODES}, got {self.bptt!r}")
         if self.schedule not in ("constant", "cosine"):
             raise ConfigError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
-        for name in ("steps", "grad_accum", "bptt_window", "min_segment_len", "max_segment_len", "min_segments", "max_segments", "window"):
+        for name in (
+            "steps",
+            "grad_accum",
+            "bptt_window",
+            "min_segment_len",
+            "max_segment_len",
+            "min_segments",
+            "max_segments",
+            "window",
+        ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.reconstruct <= 1.0:
+            raise ConfigError(f"reconstruct is a probability, got {self.reconstruct}")
         if self.min_segment_len > self.max_segment_len or self.min_segments > self.max_segments:
             raise ConfigError("min_segment_len/min_segments must not exceed max_segment_len/max_segments")
 

@@ -7,6 +7,7 @@ answer, and the loss is on the answer tokens only (the same prompt ``LCIRCModel.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Callable, Iterator
@@ -22,6 +23,8 @@ from ..model.prompting import build_prompt
 from .config import TrainConfig
 
 IGNORE = -100
+# The shortest synthetic context: the needle sentences themselves need a haystack around them.
+MIN_SYNTHETIC_TOKENS = 96
 
 
 @dataclass
@@ -112,12 +115,11 @@ class ExampleStream:
             return self.config.eval_data, False
         return self.config.data, True
 
-    def _records(self) -> Iterator[dict[str, str]]:
+    def _records(self, step: Callable[[], int]) -> Iterator[dict[str, str]]:
         source, hold_out = self._source()
         if source.startswith("synthetic:"):
             seed = self.config.seed + (1 if self.split == "eval" else 0)
-            length = self.config.max_segments * self.config.max_segment_len * 4  # about 4 characters per token
-            yield from _synthetic_records(source.removeprefix("synthetic:"), seed, length)
+            yield from _synthetic_records(source.removeprefix("synthetic:"), seed, lambda rng: self._synthetic_chars(rng, step()))
             return
         for epoch in range(10**9):  # endless: epochs over the source
             found = False
@@ -138,7 +140,7 @@ class ExampleStream:
             return self.step_of(produced // self.world)
 
         make = self._lm_examples if self.config.stage == "lm" else self._qa_examples
-        for record in self._records():
+        for record in self._records(current_step):
             for example in make(record, rng, current_step):
                 buffer.append(example)
                 if len(buffer) < self.shuffle_buffer:
@@ -150,10 +152,16 @@ class ExampleStream:
 
     def _max_segments(self, step: int) -> int:
         c = self.config
-        if c.curriculum_steps <= 0:
+        if c.curriculum_steps <= 0 or self.split == "eval":  # held-out examples are always full length
             return c.max_segments
         grown = c.min_segments + (c.max_segments - c.min_segments) * min(1.0, step / c.curriculum_steps)
         return round(grown)
+
+    def _synthetic_chars(self, rng: random.Random, step: int) -> int:
+        """Context length of the next synthetic example: random, up to what the curriculum allows now."""
+        c = self.config
+        tokens = rng.randint(c.min_segments * c.min_segment_len, self._max_segments(step) * c.max_segment_len)
+        return max(tokens, MIN_SYNTHETIC_TOKENS) * 4  # about 4 characters per token
 
     def _lm_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:
         c = self.config
@@ -168,6 +176,9 @@ class ExampleStream:
             if end > len(ids):
                 return
             prefix, window = ids[position : position + sum(lengths)], ids[end - c.window : end]
+            if rng.random() < c.reconstruct:
+                start = rng.randrange(max(1, len(prefix) - c.window + 1))
+                window = prefix[start : start + c.window]
             yield TrainExample(split_segments(prefix, lengths), window, window.clone())
             position = end
 
@@ -184,18 +195,25 @@ class ExampleStream:
         yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
 
 
-def _synthetic_records(spec: str, seed: int, length_chars: int) -> Iterator[dict[str, str]]:
-    """Endless QA records from ``TASK`` or ``TASK:TEXT_PATH`` (the haystack or book the task needs)."""
-    from pathlib import Path as _Path
+def _synthetic_records(spec: str, seed: int, length_chars: Callable[[random.Random], int]) -> Iterator[dict[str, str]]:
+    """Endless QA records from ``TASK[:TEXT_PATH]``, or a mixture ``TASK[:TEXT],TASK[:TEXT],...`` drawn uniformly.
 
+    ``TEXT_PATH`` is the haystack (or, for ``book_*`` tasks, the book) the task hides its evidence in;
+    each record's context length comes from ``length_chars``, so a curriculum can grow it.
+    """
     from ..data import synthetic
 
-    task, _, text_path = spec.partition(":")
-    kwargs: dict[str, object] = {"length_chars": length_chars}
-    if text_path:
-        kwargs["book" if task.startswith("book_") else "haystack"] = _Path(text_path)
-    index = 0
-    while True:
-        for example in synthetic.make_dataset(task, 1000, seed=synthetic.derive_seed(seed, index), **kwargs):
-            yield {"context": example.context, "question": example.question, "answer": example.answer}
-        index += 1
+    tasks = []
+    for part in spec.split(","):
+        task, _, text_path = part.strip().partition(":")
+        if task not in synthetic.TASKS:
+            raise LCIRCError(f"unknown synthetic task {task!r} in {spec!r}; choose from {', '.join(synthetic.TASKS)}")
+        kwargs: dict[str, object] = {}
+        if text_path:
+            kwargs["book" if task.startswith("book_") else "haystack"] = synthetic.load_haystack(text_path)
+        tasks.append((synthetic.TASKS[task], kwargs))
+    rng = random.Random(f"synthetic-{seed}")
+    for index in itertools.count():
+        generate, kwargs = tasks[rng.randrange(len(tasks))]
+        example = generate(synthetic.derive_seed(seed, index), length_chars=length_chars(rng), **kwargs)
+        yield {"context": example.context, "question": example.question, "answer": example.answer}

@@ -28,6 +28,7 @@ from ..model.lcirc_model import LCIRCModel
 from .bptt import compress_for_training, steps_with_gradient
 from .config import TrainConfig
 from .data import ExampleStream, TrainExample
+from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
 
@@ -90,10 +91,9 @@ class Trainer:
             )
         self.model.train()
         self.module = LCIRCTrainingModule(self.model, config)
-        params = self.model.trainable_parameters()
-        if not params:
+        if not self.model.trainable_parameters():
             raise LCIRCError("the adapter has no trainable parameters (load it with is_trainable=True)")
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(config))
         self.module, self.optimizer, self.scheduler = self.accelerator.prepare(self.module, self.optimizer, self.scheduler)
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
@@ -103,6 +103,17 @@ class Trainer:
         self.output = Path(config.output_dir)
         if config.resume:
             self._resume()
+
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Gates in their own group: at 0 they block every other gradient, so they get ``gate_lr_scale``."""
+        gates, others = [], []
+        for name, param in self.model.adapter.named_parameters():
+            if param.requires_grad:
+                (gates if name.endswith("_gate") else others).append(param)
+        groups = [{"params": others}]
+        if gates:
+            groups.append({"params": gates, "lr": self.config.lr * self.config.gate_lr_scale, "weight_decay": 0.0})
+        return groups
 
     # ----- checkpoints --------------------------------------------------------------------------------
 
@@ -203,6 +214,7 @@ class Trainer:
         final = self.output / "adapter"
         if self.accelerator.is_main_process:
             self.model.save_pretrained(final)
+            plot_metrics(self.output)
         # Every rank records its weights' fingerprint: identical files prove DDP kept the replicas in sync.
         (self.output / f"fingerprint-rank{self.accelerator.process_index}.txt").write_text(self.model.adapter_fingerprint)
         self.accelerator.wait_for_everyone()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import math
 
 import pytest
-from support import one_torch_thread
+import torch
+from support import COMMON, one_torch_thread
+from transformers import LlamaConfig
+from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from lcirc_plugins.data.synthetic import passkey
 from lcirc_plugins.eval.systems import (
     BM25RAG,
     ContextTooLongError,
+    ExtendedFA,
     FullContext,
     LCIRCSystem,
     System,
@@ -24,7 +28,7 @@ def ids(sample_text, smollm2_tokenizer):
     return smollm2_tokenizer(sample_text, add_special_tokens=False)["input_ids"]
 
 
-@pytest.mark.parametrize("cls", [TruncatedBackbone, FullContext, LCIRCSystem, BM25RAG])
+@pytest.mark.parametrize("cls", [TruncatedBackbone, FullContext, ExtendedFA, LCIRCSystem, BM25RAG])
 def test_each_system_runs_end_to_end(make_lcirc, ids, sample_text, cls):
     model = make_lcirc("llama")
     system = cls(model)
@@ -53,6 +57,65 @@ def test_full_context_refuses_beyond_max_positions(make_lcirc):
     n = system.max_positions
     with pytest.raises(ContextTooLongError, match="positions"):
         system.nll([5] * n, [6, 7])
+
+
+def test_extended_fa_equals_full_context_within_the_positions(make_lcirc, ids, sample_text):
+    model = make_lcirc("llama")
+    full, extended = FullContext(model), ExtendedFA(model)
+    with one_torch_thread():
+        assert extended.nll(ids[:400], ids[400:432]) == full.nll(ids[:400], ids[400:432])
+        question = "Who is the story about?"
+        assert extended.answer(sample_text[:1500], question, 6) == full.answer(sample_text[:1500], question, 6)
+    assert extended.flops(432) == full.flops(432)
+
+
+@pytest.fixture
+def short_positions(make_lcirc):
+    """A tiny Llama that claims only 300 positions (its rotary embedding was built at init, so it still runs)."""
+    model = make_lcirc("llama")
+    model.backbone.config.max_position_embeddings = 300
+    yield model
+    model.backbone.config.max_position_embeddings = 2048
+
+
+def test_extended_fa_runs_beyond_the_positions_by_interpolating_them(short_positions, ids):
+    model = short_positions
+    rotary = model.backbone.model.rotary_emb
+    before = rotary.inv_freq.clone()
+    with pytest.raises(ContextTooLongError, match="300 positions"):
+        FullContext(model).nll(ids[:400], ids[400:432])
+    extended = ExtendedFA(model)
+    with one_torch_thread():
+        scaled = extended.nll(ids[:400], ids[400:432])
+        model.backbone.config.max_position_embeddings = 2048  # the same tokens at their raw positions
+        raw = FullContext(model).nll(ids[:400], ids[400:432])
+        model.backbone.config.max_position_embeddings = 300
+    assert math.isfinite(scaled) and scaled != pytest.approx(raw, abs=1e-6)
+    assert torch.equal(rotary.inv_freq, before)  # restored after the call
+
+
+def test_extended_fa_frequencies_are_transformers_linear_rope(short_positions):
+    extended = ExtendedFA(short_positions)
+    theta = short_positions.backbone.config.rope_parameters["rope_theta"]
+    with extended.rope_scaled(450) as factor:
+        scaled = short_positions.backbone.model.rotary_emb.inv_freq.clone()
+    assert factor == pytest.approx(1.5)
+    linear = LlamaConfig(
+        **{**COMMON, "vocab_size": 32}, rope_parameters={"rope_type": "linear", "factor": 1.5, "rope_theta": theta}
+    )
+    assert torch.allclose(scaled, LlamaRotaryEmbedding(linear).inv_freq, rtol=1e-6, atol=0)
+    with extended.rope_scaled(300) as factor:
+        assert factor == 1.0
+
+
+def test_extended_fa_refuses_learned_positions_beyond_their_length(make_lcirc):
+    model = make_lcirc("gpt2")
+    model.backbone.config.n_positions = 300
+    try:
+        with pytest.raises(ContextTooLongError, match="no rotary embedding"):
+            ExtendedFA(model).nll([5] * 400, [6, 7])
+    finally:
+        model.backbone.config.n_positions = 2048
 
 
 def test_lcirc_reads_memory_and_equals_truncated_with_closed_gates(make_lcirc, ids):
@@ -106,8 +169,8 @@ def test_rag_retrieves_the_chunk_holding_the_needle(make_lcirc, sample_text, smo
 
 def test_build_systems_by_name(make_lcirc):
     model, qd = make_lcirc("llama"), make_lcirc("llama", query_dependent=True)
-    names = [s.name for s in build_systems(model, ["truncated", "full", "bm25-rag", "lcirc", "qd-lcirc"], qd)]
-    assert names == ["truncated", "full", "bm25-rag", "lcirc", "qd-lcirc"]
+    names = [s.name for s in build_systems(model, ["truncated", "full", "extended-fa", "bm25-rag", "lcirc", "qd-lcirc"], qd)]
+    assert names == ["truncated", "full", "extended-fa", "bm25-rag", "lcirc", "qd-lcirc"]
     with pytest.raises(Exception, match="query-dependent"):
         build_systems(model, ["qd-lcirc"])
     with pytest.raises(Exception, match="unknown system"):

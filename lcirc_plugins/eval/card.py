@@ -1,0 +1,196 @@
+"""The shipped adapter's measured table: every number in its ``MODEL_CARD.md`` comes from this script.
+
+It evaluates an adapter and the baselines on books held out from training (``../shared/data/books``; the
+adapter trains on ``../shared/data/corpus``): passkey accuracy by length x depth, single-needle retrieval
+in book haystacks, perplexity of the last window given a long prefix, and book QA (facts and cloze), with
+the cost of each. ``LCIRC`` is the adapter compressing without the question, ``QD-LCIRC`` the same adapter
+conditioned on it. Example::
+
+    python -m lcirc_plugins.eval.card --adapter runs/stage2-smollm2/adapter --samples 100 --out runs/card
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..data import synthetic
+from ..model.lcirc_model import LCIRCModel
+from .metrics import substring_match
+from .report import markdown_table, write_report
+from .systems import BM25RAG, LCIRCSystem, System, TruncatedBackbone
+from .tasks import needle_grid, perplexity_by_length
+
+DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+CARD_START, CARD_END = "<!-- measured:start -->", "<!-- measured:end -->"
+
+
+def card_systems(model: LCIRCModel) -> list[System]:
+    """The truncated backbone, BM25 RAG, LCIRC (no question) and QD-LCIRC, all on one loaded model."""
+    systems: list[System] = [TruncatedBackbone(model), BM25RAG(model), LCIRCSystem(model, use_query=False)]
+    if model.config.query_dependent:
+        systems.append(LCIRCSystem(model))
+    return systems
+
+
+def _mean(values: Sequence[float]) -> float:
+    return round(statistics.fmean(values), 4) if values else float("nan")
+
+
+def needle_rows(
+    systems: list[System], task: str, lengths: Sequence[int], samples: int, haystack: str | None, seed: int
+) -> list[dict[str, Any]]:
+    """``samples`` examples per (length, depth) cell: one :func:`needle_grid` pass per seed."""
+    rows = []
+    for s in tqdm(range(samples), desc=task):
+        rows += needle_grid(systems, lengths, DEPTHS, seed * 10_000 + s, task=task, haystack=haystack)
+    return rows
+
+
+def book_qa_rows(systems: list[System], task: str, book: str, length: int, samples: int, seed: int) -> list[dict[str, Any]]:
+    """Questions whose answer sits at a random depth of a ``length``-token piece of a held-out book."""
+    generate: Callable[..., synthetic.LongContextExample] = synthetic.TASKS[task]
+    tokenizer = systems[0].tokenizer
+    rows = []
+    for s in tqdm(range(samples), desc=task):
+        example = generate(synthetic.derive_seed(seed, f"{task}-{s}"), book, num_tokens=length, tokenizer=tokenizer)
+        for system in systems:
+            start = time.perf_counter()
+            prediction = system.answer(example.context, example.question, 16)
+            rows.append(
+                {
+                    "task": task,
+                    "system": system.name,
+                    "length": length,
+                    "depth": round(example.depth, 3),
+                    "accuracy": substring_match(prediction, example.answers, example.metadata.get("match", "any")),
+                    "prediction": prediction,
+                    "answer": example.answer,
+                    "wall_time_s": round(time.perf_counter() - start, 3),
+                    "flops": system.flops(length),
+                }
+            )
+    return rows
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Mean accuracy / perplexity and cost per (task, system, length); ``n`` is the number of samples."""
+    groups: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[(row["task"], row["system"], row["length"])].append(row)
+    table = []
+    for (task, system, length), group in groups.items():
+        entry: dict[str, Any] = {"task": task, "system": system, "length": length, "n": len(group)}
+        if task == "perplexity":
+            nlls = [r["nll"] for r in group if r.get("nll") is not None]
+            entry["perplexity"] = round(2.718281828459045 ** statistics.fmean(nlls), 3) if nlls else None
+        else:
+            entry["accuracy"] = _mean([r["accuracy"] for r in group if r.get("accuracy") is not None])
+            by_depth = defaultdict(list)
+            for r in group:
+                if r.get("accuracy") is not None and r["task"] != "book_facts" and r["task"] != "book_cloze":
+                    by_depth[r["depth"]].append(r["accuracy"])
+            if by_depth:
+                entry["worst_depth_accuracy"] = min(_mean(v) for v in by_depth.values())
+        entry["flops"] = group[0].get("flops")
+        entry["wall_time_s"] = _mean([r["wall_time_s"] for r in group if r.get("wall_time_s") is not None])
+        table.append(entry)
+    return table
+
+
+def relative_gains(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Perplexity gain of each system over the truncated backbone at the same length (negative = worse)."""
+    base = {r["length"]: r["perplexity"] for r in table if r["task"] == "perplexity" and r["system"] == "truncated"}
+    out = []
+    for r in table:
+        if r["task"] == "perplexity" and r["system"] != "truncated" and r.get("perplexity") and base.get(r["length"]):
+            out.append(
+                {
+                    "system": r["system"],
+                    "length": r["length"],
+                    "gain_vs_truncated": round(1 - r["perplexity"] / base[r["length"]], 4),
+                }
+            )
+    return out
+
+
+def measured_markdown(table: list[dict[str, Any]], gains: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    columns = ("task", "system", "length", "n", "accuracy", "worst_depth_accuracy", "perplexity", "flops", "wall_time_s")
+    text = [
+        f"Measured on {meta['date']} with `{meta['command']}` ({meta['total_wall_time_s']:.0f} s on this machine).\n",
+        markdown_table(table, columns),
+    ]
+    if gains:
+        text += [
+            "\nPerplexity gain over the truncated backbone (1 - ppl / ppl_truncated):\n",
+            markdown_table(gains, ("system", "length", "gain_vs_truncated")),
+        ]
+    return "\n".join(text)
+
+
+def write_card(card: Path, measured: str) -> None:
+    """Replace the measured section of an existing card (between the markers), keeping the prose."""
+    text = card.read_text(encoding="utf-8")
+    if CARD_START not in text or CARD_END not in text:
+        raise ValueError(f"{card} has no {CARD_START} ... {CARD_END} section to fill")
+    head, rest = text.split(CARD_START, 1)
+    _, tail = rest.split(CARD_END, 1)
+    card.write_text(f"{head}{CARD_START}\n{measured}\n{CARD_END}{tail}", encoding="utf-8")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m lcirc_plugins.eval.card", description=__doc__.splitlines()[0])
+    parser.add_argument("--adapter", default="default", help="adapter directory or 'default'")
+    parser.add_argument("--books", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "books"))
+    parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
+    parser.add_argument("--needle-length", type=int, default=32768, help="context of the book-haystack needle and QA tasks")
+    parser.add_argument("--samples", type=int, default=100, help="examples per cell (needles: per length x depth)")
+    parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--out", default="runs/card")
+    parser.add_argument("--card", default=None, help="a MODEL_CARD.md whose measured section is rewritten")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    model = LCIRCModel.from_pretrained(args.adapter)
+    systems = card_systems(model)
+    books = synthetic.load_haystack(args.books)
+    per_depth = max(1, args.samples // len(DEPTHS))
+    rows = needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)
+    rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed)
+    for s in tqdm(range(args.samples), desc="perplexity"):
+        rows += perplexity_by_length(systems, books, args.lengths, 128, args.seed * 10_000 + s)
+    for task in ("book_facts", "book_cloze"):
+        rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed)
+    table = summarise(rows)
+    gains = relative_gains(table)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "command": "python -m lcirc_plugins.eval.card " + " ".join(argv if argv is not None else __import__("sys").argv[1:]),
+        "total_wall_time_s": time.perf_counter() - start,
+        "adapter_fingerprint": model.adapter_fingerprint,
+        "args": vars(args),
+    }
+    out = Path(args.out)
+    write_report(rows, out, "card-rows", meta)
+    (out / "card.json").write_text(json.dumps({"meta": meta, "table": table, "gains": gains}, indent=2))
+    measured = measured_markdown(table, gains, meta)
+    (out / "measured.md").write_text(measured)
+    if args.card:
+        write_card(Path(args.card), measured)
+    print(measured)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

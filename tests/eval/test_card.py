@@ -1,0 +1,70 @@
+"""The model card's measurements: systems, per-cell summaries, gains, and the card section rewrite."""
+
+from __future__ import annotations
+
+import pytest
+from support import SAMPLE_BOOK, one_torch_thread
+
+from lcirc_plugins.eval.card import (
+    CARD_END,
+    CARD_START,
+    book_qa_rows,
+    card_systems,
+    needle_rows,
+    relative_gains,
+    summarise,
+    write_card,
+)
+
+
+def test_the_card_compares_lcirc_with_and_without_the_question(make_lcirc, smollm2_tokenizer):
+    model = make_lcirc("llama", query_dependent=True, gate_init=0.5)
+    systems = card_systems(model)
+    assert [s.name for s in systems] == ["truncated", "bm25-rag", "lcirc", "qd-lcirc"]
+    question = smollm2_tokenizer("What is the pass key?", add_special_tokens=False)["input_ids"]
+    head = smollm2_tokenizer(SAMPLE_BOOK.read_text()[:2000], add_special_tokens=False)["input_ids"]
+    with one_torch_thread():
+        plain, conditioned = systems[2]._compress(head, question), systems[3]._compress(head, question)
+    assert not plain.equal(conditioned), "only qd-lcirc lets the question shape the memory"
+
+
+def test_needle_and_book_rows_summarise_per_cell(make_lcirc):
+    systems = card_systems(make_lcirc("llama", query_dependent=True))[:1]
+    book = SAMPLE_BOOK.read_text()
+    with one_torch_thread():
+        rows = needle_rows(systems, "passkey", [600], samples=2, haystack=None, seed=0)
+        rows += book_qa_rows(systems, "book_facts", book, 600, samples=2, seed=0)
+    table = summarise(rows)
+    by_task = {r["task"]: r for r in table}
+    assert by_task["passkey"]["n"] == 2 * 5, "two samples in each of five depths"
+    assert by_task["book_facts"]["n"] == 2
+    expected = sum(r["accuracy"] for r in rows if r["task"] == "passkey") / 10
+    assert by_task["passkey"]["accuracy"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_gains_are_relative_to_the_truncated_backbone():
+    table = [
+        {"task": "perplexity", "system": "truncated", "length": 8, "perplexity": 20.0},
+        {"task": "perplexity", "system": "lcirc", "length": 8, "perplexity": 15.0},
+        {"task": "perplexity", "system": "bm25-rag", "length": 8, "perplexity": 22.0},
+    ]
+    assert relative_gains(table) == [
+        {"system": "lcirc", "length": 8, "gain_vs_truncated": 0.25},
+        {"system": "bm25-rag", "length": 8, "gain_vs_truncated": -0.1},
+    ]
+
+
+def test_writing_the_card_replaces_only_the_measured_section(tmp_path):
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(f"# Card\nprose\n{CARD_START}\nold numbers\n{CARD_END}\nmore prose\n")
+    write_card(card, "| new | table |")
+    text = card.read_text()
+    assert (
+        "old numbers" not in text
+        and "| new | table |" in text
+        and text.startswith("# Card\nprose\n")
+        and text.endswith("more prose\n")
+    )
+    (tmp_path / "bare.md").write_text("no markers")
+    with pytest.raises(ValueError, match="no <!-- measured:start -->"):
+        write_card(tmp_path / "bare.md", "x")
