@@ -4,9 +4,11 @@ Nothing here imports gradio, so every handler runs (and is tested) without a ser
 plain dict (kept per browser tab in ``gr.State``): the books this user added and nothing else, so users
 never see each other's chats. Every error a user can cause comes back as a message, never an exception.
 
-Provenance is, for now, BM25 over the memory's segments (:func:`lcirc_plugins.passages.rank_passages`):
-the passages that share the question's words, mapped to character spans and chapters. Attention-weight
-provenance (compressor and gated cross-attention weights) is a later step.
+Provenance is read off the adapter's weights once an answer is complete
+(:mod:`lcirc_plugins.model.provenance`): the gated cross-attention says which compressed segments the
+answer read, the compressor's attention says which of their tokens, and both map back to character spans
+and chapters. When the adapter's gates are closed (an untrained adapter reads nothing from the memory) the
+app says so and falls back to BM25 over the memory's segments (:func:`lcirc_plugins.passages.rank_passages`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..data.documents import SUPPORTED_EXTENSIONS, read_document
 from ..errors import LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
+from ..model.memory import CompressedMemory
+from ..model.provenance import evidence, memory_attention
 from ..passages import bm25_scores, passages, rank_passages
 from .library import BookEntry, Library, chapter_at, sanitize_filename
 
@@ -37,9 +41,14 @@ UPLOAD_EXTENSIONS = (".txt", ".md", ".pdf", ".epub")
 QD_MODE, PLAIN_MODE = "QD-LCIRC", "LCIRC"
 NO_BOOK_MESSAGE = "Upload a book (or pick one from the library) before asking a question."
 PROVENANCE_NOTE = (
-    "Passages are ranked by word overlap with the question (BM25 over the memory's segments); "
-    "attention-weight provenance from the compressor and cross-attention is not implemented yet."
+    "Passages are ranked by the attention the answer paid to the compressed book: the decoder's gated "
+    "cross-attention over the memory, times the compressor's attention over each segment's tokens."
 )
+BM25_NOTE = (
+    "This adapter's cross-attention gates are closed (it is untrained), so the answer read nothing from the "
+    "memory; passages are ranked by word overlap with the question instead (BM25)."
+)
+WAITING_NOTE = "_The passages behind the answer appear when it is complete._"
 FractionProgress = Callable[[float, str], None]
 
 
@@ -219,17 +228,14 @@ class _StopFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def _features(ctx: AppContext, keys: Sequence[str], question: str, mode: str) -> tuple[torch.Tensor, int]:
-    """Memory rows for the chosen books (concatenated in the order picked), QD-recompressed in QD mode."""
-    rows, tokens = [], 0
+def _features(ctx: AppContext, keys: Sequence[str], question: str, mode: str) -> list[tuple[str, CompressedMemory, torch.Tensor]]:
+    """(key, memory, rows) for the chosen books in the order picked; rows are QD-recompressed in QD mode."""
+    out = []
     for key in keys:
         memory = ctx.library.memory(key)
-        if mode == QD_MODE and ctx.query_dependent:
-            rows.append(ctx.model.memory_for_query(memory, question))
-        else:
-            rows.append(memory.features)
-        tokens += memory.num_tokens
-    return torch.cat(rows), tokens
+        qd = mode == QD_MODE and ctx.query_dependent
+        out.append((key, memory, ctx.model.memory_for_query(memory, question) if qd else memory.features))
+    return out
 
 
 def ask(
@@ -259,15 +265,16 @@ def ask(
         return
     history.append({"role": "assistant", "content": ""})
     try:
-        _found, markdown, figure = provenance(ctx, keys, question)
         ids = ctx.model.prompt_ids(question, int(max_new_tokens))
-        features, tokens = _features(ctx, keys, question, mode)
+        books = _features(ctx, keys, question, mode)
+        features, tokens = torch.cat([rows for _, _, rows in books]), sum(m.num_tokens for _, m, _ in books)
     except Exception as err:  # LCIRCError is the user's; anything else must not end the session either
         if not isinstance(err, LCIRCError):
             log.exception("could not prepare an answer")
         history[-1]["content"] = f"⚠️ {err}"
         yield history, f"⚠️ {err}", None
         return
+    markdown, figure = WAITING_NOTE, None
     yield history, markdown, figure
     stop = threading.Event()
     kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_StopFlag(stop)])}
@@ -277,6 +284,8 @@ def ask(
         for piece in ctx.model.stream_text(PreparedPrompt(ids, features, tokens), max_new_tokens=int(max_new_tokens), **kwargs):
             history[-1]["content"] += piece
             yield history, markdown, figure
+        _found, markdown, figure = answer_provenance(ctx, books, question, ids, history[-1]["content"])
+        yield history, markdown, figure
     except Exception as err:  # shown in the chat; the server goes on
         if not isinstance(err, LCIRCError):
             log.exception("generation failed")
@@ -289,33 +298,58 @@ def ask(
         yield history, markdown, figure
 
 
+def answer_provenance(
+    ctx: AppContext, books: list[tuple[str, CompressedMemory, torch.Tensor]], question: str, prompt_ids: torch.Tensor, answer: str
+) -> tuple[list[dict[str, Any]], str, Any]:
+    """The passages the answer attended to most, over all chosen books (BM25 when the gates are closed)."""
+    answer_ids = ctx.model.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    features = torch.cat([rows for _, _, rows in books])
+    weights = memory_attention(ctx.model, torch.cat([prompt_ids, answer_ids], dim=1), features)
+    total = float(weights.sum())
+    if total <= 0:
+        return provenance(ctx, [key for key, _, _ in books], question)
+    found, curves, offset = [], [], 0
+    for key, memory, rows in books:
+        entry, share = ctx.library.get(key), weights[offset : offset + len(rows)]
+        offset += len(rows)
+        for e in evidence(ctx.model, memory, rows, share, top_k=ctx.top_k, question=question):
+            record = _passage(entry, memory, e.segment, e.start, e.end, e.text)
+            found.append({**record, "score": e.weight * float(share.sum()) / total})
+        per_segment = (share.view(-1, memory.num_latents).sum(dim=1) / total).tolist()
+        curves.append((entry.title, [100.0 * int(s) / max(memory.num_chars, 1) for s in memory.spans[:, 0]], per_segment))
+    found.sort(key=lambda r: -r["score"])
+    found = found[: ctx.top_k]
+    return found, provenance_markdown(found, PROVENANCE_NOTE, "attention"), provenance_figure(curves, found, "attention share")
+
+
+def _passage(entry: BookEntry, memory: CompressedMemory, segment: int, start: int, end: int, text: str) -> dict[str, Any]:
+    return {
+        "book": entry.title,
+        "key": entry.key,
+        "segment": segment,
+        "start": start,
+        "end": end,
+        "chapter": _chapters(entry.sections, start, end),
+        "position": 100.0 * start / max(memory.num_chars, 1),
+        "text": text,
+    }
+
+
 def provenance(ctx: AppContext, keys: Sequence[str], question: str) -> tuple[list[dict[str, Any]], str, Any]:
-    """Top passages for ``question`` over the chosen books, as records, markdown quotes and a score plot."""
+    """Top passages for ``question`` by BM25 over the chosen books: records, markdown quotes and a score plot."""
     found: list[dict[str, Any]] = []
     curves = []
     tokenizer = ctx.model.tokenizer
     for key in keys:
         entry, memory = ctx.library.get(key), ctx.library.memory(key)
         for p in rank_passages(memory, tokenizer, question, top_k=ctx.top_k):
-            found.append(
-                {
-                    "book": entry.title,
-                    "key": key,
-                    "segment": p.segment,
-                    "start": p.start,
-                    "end": p.end,
-                    "chapter": _chapters(entry.sections, p.start, p.end),
-                    "position": 100.0 * p.start / max(memory.num_chars, 1),
-                    "score": p.score,
-                    "text": p.text,
-                }
-            )
+            found.append({**_passage(entry, memory, p.segment, p.start, p.end, p.text), "score": p.score})
         every = passages(memory, tokenizer)
         scores = bm25_scores(question, [p.text for p in every])
         curves.append((entry.title, [100.0 * p.start / max(memory.num_chars, 1) for p in every], scores))
     found.sort(key=lambda r: -r["score"])
     found = [r for r in found if r["score"] > 0][: ctx.top_k]  # a passage sharing no word is no evidence
-    return found, provenance_markdown(found), provenance_figure(curves, found)
+    return found, provenance_markdown(found, BM25_NOTE, "BM25 score"), provenance_figure(curves, found, "BM25 score")
 
 
 def _chapters(sections: list[list[Any]], start: int, end: int) -> str | None:
@@ -326,8 +360,8 @@ def _chapters(sections: list[list[Any]], start: int, end: int) -> str | None:
     return f"{first} → {last}" if first else last
 
 
-def provenance_markdown(found: list[dict[str, Any]]) -> str:
-    lines = ["### Where the answer may come from", f"_{PROVENANCE_NOTE}_", ""]
+def provenance_markdown(found: list[dict[str, Any]], note: str, score_name: str) -> str:
+    lines = ["### Where the answer comes from", f"_{note}_", ""]
     if not found:
         lines.append("No passage of the book shares a word with the question.")
     for rank, r in enumerate(found, 1):
@@ -336,15 +370,15 @@ def provenance_markdown(found: list[dict[str, Any]]) -> str:
         chapter = f", {r['chapter']}" if r["chapter"] else ""
         lines.append(
             f"**Passage {rank}** — {r['book']}{chapter}, characters {r['start']:,}–{r['end']:,} "
-            f"({r['position']:.1f}% into the book), score {r['score']:.2f}"
+            f"({r['position']:.1f}% into the book), {score_name} {r['score']:.2f}"
         )
         lines.append(f"> {quote}")
         lines.append("")
     return "\n".join(lines)
 
 
-def provenance_figure(curves: list[tuple[str, list[float], list[float]]], found: list[dict[str, Any]]) -> Any:
-    """A small matplotlib figure: passage score along the book (position %), top passages marked."""
+def provenance_figure(curves: list[tuple[str, list[float], list[float]]], found: list[dict[str, Any]], ylabel: str) -> Any:
+    """A small matplotlib figure: segment score along the book (position %), top passages marked."""
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(6, 2.2), dpi=100)
@@ -355,7 +389,7 @@ def provenance_figure(curves: list[tuple[str, list[float], list[float]]], found:
         axes.axvline(r["position"], color="tab:red", alpha=0.4, linewidth=1)
     axes.set_xlim(0, 100)
     axes.set_xlabel("position in the book (%)")
-    axes.set_ylabel("BM25 score")
+    axes.set_ylabel(ylabel)
     if len(curves) > 1:
         axes.legend(fontsize=7)
     figure.tight_layout()

@@ -74,7 +74,7 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                     clear_button = gr.Button("Clear chat", elem_id="clear")
                 with gr.Column(elem_id="provenance"):
                     provenance_md = gr.Markdown(f"_{handlers.PROVENANCE_NOTE}_", elem_id="provenance-text")
-                    provenance_plot = gr.Plot(label="Passage score along the book", elem_id="provenance-plot")
+                    provenance_plot = gr.Plot(label="What the answer read, along the book", elem_id="provenance-plot")
 
         def refresh(state: dict[str, Any], selected: list[str] | None) -> Any:
             choices = handlers.book_choices(ctx, state)

@@ -57,6 +57,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=["truncated", "extended-fa", "bm25-rag", "lcirc"],
         help="truncated, full, extended-fa, bm25-rag, lcirc, qd-lcirc",
     )
+    parser.add_argument(
+        "--full-max-tokens",
+        type=int,
+        default=None,
+        help="skip extended-fa beyond this many tokens (full attention over 128K tokens takes hours on a CPU)",
+    )
     parser.add_argument("--task", default="passkey", choices=["passkey", "niah_single"])
     parser.add_argument("--target-len", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=16)
@@ -82,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         records += load_benchmark(path, args.qa_format, dataset=args.qa_dataset)[: args.qa_limit]
     model = _load(args.adapter, args.backbone)
     qd = _load(args.qd_adapter or "fresh", args.backbone, query_dependent=True) if "qd-lcirc" in args.systems else None
-    systems = build_systems(model, args.systems, qd)
+    systems = build_systems(model, args.systems, qd, full_max_tokens=args.full_max_tokens)
     start = time.perf_counter()
     rows = []
     if args.book:

@@ -156,6 +156,18 @@ class ExtendedFA(FullContext):
 
     name = "extended-fa"
 
+    def __init__(self, model: LCIRCModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, max_tokens: int | None = None) -> None:
+        super().__init__(model, system_prompt)
+        # Full attention over 128K tokens takes hours on a CPU: a run sets how far it is willing to go.
+        self.max_tokens = max_tokens
+
+    def _check_budget(self, tokens: int) -> None:
+        if self.max_tokens is not None and tokens > self.max_tokens:
+            raise ContextTooLongError(
+                f"{self.name}: {tokens} tokens exceed this run's full-attention budget of {self.max_tokens} "
+                f"(about {self.flops(tokens):.2e} FLOPs; raise --full-max-tokens to run it)"
+            )
+
     def _rotary_buffers(self) -> list[tuple[torch.nn.Module, str]]:
         """``(module, buffer name)`` of every inverse-frequency buffer (``inv_freq``, ``<layer type>_inv_freq``)."""
         return [
@@ -189,11 +201,13 @@ class ExtendedFA(FullContext):
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)
+        self._check_budget(len(context) + len(target))
         with self.rope_scaled(len(context) + len(target)):
             return self._score(context + target, len(target))
 
     def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
         prompt = self._question_prompt(context_text, question)
+        self._check_budget(len(prompt) + max_new_tokens)
         with self.rope_scaled(len(prompt) + max_new_tokens):
             return self._generate(prompt, max_new_tokens)
 
@@ -318,11 +332,15 @@ SYSTEMS = {
 }
 
 
-def build_systems(model: LCIRCModel, names: Sequence[str], qd_model: LCIRCModel | None = None) -> list[System]:
+def build_systems(
+    model: LCIRCModel, names: Sequence[str], qd_model: LCIRCModel | None = None, full_max_tokens: int | None = None
+) -> list[System]:
     """Systems by name (``truncated``, ``full``, ``extended-fa``, ``lcirc``, ``qd-lcirc``, ``bm25-rag``) on one model."""
     out: list[System] = []
     for name in names:
-        if name == "qd-lcirc":
+        if name == "extended-fa":
+            out.append(ExtendedFA(model, max_tokens=full_max_tokens))
+        elif name == "qd-lcirc":
             if qd_model is None or not qd_model.config.query_dependent:
                 raise LCIRCError("qd-lcirc needs a query-dependent adapter (config.query_dependent=True)")
             out.append(LCIRCSystem(qd_model))

@@ -49,6 +49,21 @@ class CrossAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.to_out(out.transpose(1, 2).reshape(b, t, -1))
 
+    def weights(
+        self,
+        x: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        context_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The attention probabilities ``forward`` uses, [B, heads, T, N], computed explicitly (provenance only)."""
+        b, t, _ = x.shape
+        q = self.to_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = kv[0].expand(b, -1, -1, -1) if kv[0].shape[0] != b else kv[0]
+        scores = q @ k.transpose(-1, -2) / self.head_dim**0.5
+        if context_mask is not None:
+            scores = scores.masked_fill(~context_mask[:, None, None, :].expand(b, 1, 1, -1), float("-inf"))
+        return scores.softmax(dim=-1)
+
 
 class FeedForward(nn.Module):
     """Two-layer SiLU MLP of width ``mult * dim``."""

@@ -47,7 +47,9 @@ class RecurrentCompressor(nn.Module):
         self.order_proj = nn.Linear(config.order_dim, dim, bias=False)
         nn.init.normal_(self.order_proj.weight, std=0.02)
         self.query_mixer = (
-            GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init) if config.query_dependent else None
+            GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init)
+            if config.query_dependent
+            else None
         )
 
     def initial_state(self, batch_size: int) -> torch.Tensor:
@@ -70,11 +72,15 @@ class RecurrentCompressor(nn.Module):
         segment_mask: torch.Tensor | None = None,
         query_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
         query_mask: torch.Tensor | None = None,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """One recurrence step: ``h(i-1)`` [B, K, d] and segment features [B, L, d] -> ``h(i)`` [B, K, d]."""
+        """One recurrence step: ``h(i-1)`` [B, K, d] and segment features [B, L, d] -> ``h(i)`` [B, K, d].
+
+        ``weights``, when a list, receives each Perceiver layer's latent-over-token attention [B, K, L].
+        """
         if query_kv is not None and self.query_mixer is not None:
             state = self.query_mixer(state, query_kv, query_mask)
-        return self.perceiver(state, segment, segment_mask)
+        return self.perceiver(state, segment, segment_mask, weights)
 
     def order_signal(self, num_segments: int, start: int = 0, device: torch.device | None = None) -> torch.Tensor:
         """Learned segment-order vectors for segments ``start .. start+num_segments-1``: [S, d]."""

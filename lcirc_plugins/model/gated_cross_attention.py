@@ -28,6 +28,12 @@ class GatedCrossAttentionBlock(nn.Module):
         """Keys/values of the memory, computed once per call and reused at every decoding step."""
         return self.attn.project_context(memory)
 
+    def attention_weights(
+        self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """How strongly each position of ``x`` reads each memory vector: [B, heads, T, N] (provenance)."""
+        return self.attn.weights(self.attn_norm(x), memory_kv, memory_mask)
+
     def forward(
         self,
         x: torch.Tensor,

@@ -32,6 +32,8 @@ class _Conditioning:
     mask: torch.Tensor | None
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     calls: int = 0
+    # Provenance: per GCA layer, the attention mass each memory vector received, [B, N], scaled by |tanh(gate)|.
+    attention: dict[int, torch.Tensor] | None = None
 
 
 _ACTIVE: contextvars.ContextVar[_Conditioning | None] = contextvars.ContextVar("lcirc_memory", default=None)
@@ -97,7 +99,11 @@ class MemoryInjector:
             if index not in state.kv:
                 state.kv[index] = block.project_memory(state.memory.to(block.attn_gate.dtype))
             state.calls += 1
-            out = block(hidden.to(block.attn_gate.dtype), state.kv[index], state.mask).to(hidden.dtype)
+            hidden_in = hidden.to(block.attn_gate.dtype)
+            if state.attention is not None:
+                weights = block.attention_weights(hidden_in, state.kv[index], state.mask).mean(dim=(1, 2))
+                state.attention[index] = weights * torch.tanh(block.attn_gate).abs()
+            out = block(hidden_in, state.kv[index], state.mask).to(hidden.dtype)
             if positional:
                 return (out, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": out}
@@ -105,9 +111,16 @@ class MemoryInjector:
         return pre_hook
 
     @contextlib.contextmanager
-    def conditioned(self, memory: torch.Tensor | None, mask: torch.Tensor | None = None) -> Iterator[_Conditioning | None]:
-        """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d]."""
+    def conditioned(
+        self, memory: torch.Tensor | None, mask: torch.Tensor | None = None, record_attention: bool = False
+    ) -> Iterator[_Conditioning | None]:
+        """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d].
+
+        With ``record_attention`` the yielded state's ``attention`` collects what each GCA layer read.
+        """
         state = None if memory is None else _Conditioning(self, memory if memory.dim() == 3 else memory.unsqueeze(0), mask)
+        if state is not None and record_attention:
+            state.attention = {}
         token = _ACTIVE.set(state)
         try:
             yield state

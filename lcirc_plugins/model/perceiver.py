@@ -22,15 +22,27 @@ class PerceiverLayer(nn.Module):
         self.ffn_norm = nn.LayerNorm(dim, bias=False)
         self.ffn = FeedForward(dim, ffn_mult)
 
-    def forward(self, latents: torch.Tensor, inputs: torch.Tensor, input_mask: torch.Tensor | None) -> torch.Tensor:
-        """``latents`` [B, K, d], ``inputs`` [B, L, d], ``input_mask`` [B, L] (True = real token)."""
+    def forward(
+        self,
+        latents: torch.Tensor,
+        inputs: torch.Tensor,
+        input_mask: torch.Tensor | None,
+        weights: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``latents`` [B, K, d], ``inputs`` [B, L, d], ``input_mask`` [B, L] (True = real token).
+
+        ``weights``, when a list, receives this layer's attention of each latent over the inputs, [B, K, L].
+        """
         normed = self.latent_norm(latents)
         context, mask = self.input_norm(inputs), input_mask
         if self.self_attend:
             context = torch.cat([context, normed], dim=1)
             if mask is not None:
                 mask = torch.cat([mask, mask.new_ones(mask.shape[0], latents.shape[1])], dim=1)
-        latents = latents + self.attn(normed, self.attn.project_context(context), mask)
+        kv = self.attn.project_context(context)
+        if weights is not None:  # provenance: how much each latent read each input token
+            weights.append(self.attn.weights(normed, kv, mask)[..., : inputs.shape[1]].mean(dim=1))
+        latents = latents + self.attn(normed, kv, mask)
         return latents + self.ffn(self.ffn_norm(latents))
 
 
@@ -42,8 +54,14 @@ class Perceiver(nn.Module):
         self.layers = nn.ModuleList(PerceiverLayer(dim, head_dim, ffn_mult, self_attend) for _ in range(num_layers))
         self.norm = nn.LayerNorm(dim, bias=False)
 
-    def forward(self, queries: torch.Tensor, inputs: torch.Tensor, input_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        queries: torch.Tensor,
+        inputs: torch.Tensor,
+        input_mask: torch.Tensor | None = None,
+        weights: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         latents = queries
         for layer in self.layers:
-            latents = layer(latents, inputs, input_mask)
+            latents = layer(latents, inputs, input_mask, weights)
         return self.norm(latents)

@@ -202,3 +202,24 @@ def test_pdf_and_epub_uploads_keep_their_chapters(make_lcirc, tmp_path: Path) ->
     assert found[0]["chapter"] and found[0]["chapter"].endswith("Black Dog") and "Black Dog" in markdown
     found, _, _ = handlers.provenance(ctx, [result.added[0].key], "What did the parrot say?")
     assert "parrot" in found[0]["text"]
+
+
+def test_provenance_comes_from_attention_when_the_gates_are_open(make_lcirc, tmp_path: Path, small_book: Path) -> None:
+    text = small_book.read_text(encoding="utf-8")
+    for gate, note in ((0.5, handlers.PROVENANCE_NOTE), (0.0, handlers.BM25_NOTE)):
+        ctx = AppContext.create(make_lcirc("llama", gate_init=gate), tmp_path / f"data-{gate}")
+        key = handlers.add_books(ctx, None, [str(small_book)]).session["books"][0]
+        session = {"books": [key]}
+        updates = list(handlers.ask(ctx, session, "Who ate Zanzibar marmalade?", [key], [], max_new_tokens=8))
+        assert updates[0][1] == handlers.WAITING_NOTE, "provenance waits for the complete answer"
+        _, markdown, figure = updates[-1]
+        assert note in markdown and "Passage 1" in markdown, (gate, markdown)
+        assert figure.axes[0].get_ylabel() == ("attention share" if gate else "BM25 score")
+    open_ctx = AppContext.create(make_lcirc("llama", gate_init=0.5), tmp_path / "data-open")
+    open_key = handlers.add_books(open_ctx, None, [str(small_book)]).session["books"][0]
+    open_memory = open_ctx.library.memory(open_key)
+    found, _, _ = handlers.answer_provenance(
+        open_ctx, [(open_key, open_memory, open_memory.features)], "Who?", open_ctx.model.prompt_ids("Who?", 8), "Jim"
+    )
+    assert 1 <= len(found) <= open_ctx.top_k and sum(r["score"] for r in found) <= 1 + 1e-6
+    assert all(text[r["start"] : r["end"]] == r["text"] for r in found), "quotes sit at their character spans"

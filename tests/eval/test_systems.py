@@ -175,3 +175,11 @@ def test_build_systems_by_name(make_lcirc):
         build_systems(model, ["qd-lcirc"])
     with pytest.raises(Exception, match="unknown system"):
         build_systems(model, ["gpt5"])
+
+
+def test_extended_fa_skips_contexts_beyond_the_runs_budget(make_lcirc, ids):
+    capped = build_systems(make_lcirc("llama"), ["extended-fa"], full_max_tokens=100)[0]
+    with pytest.raises(ContextTooLongError, match="full-attention budget of 100"):
+        capped.nll(ids[:200], ids[200:210])
+    with one_torch_thread():
+        assert math.isfinite(capped.nll(ids[:80], ids[80:90]))

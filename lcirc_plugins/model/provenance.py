@@ -1,0 +1,111 @@
+"""Where an answer came from, read off the adapter's own weights.
+
+Two attention maps, chained: the gated cross-attention says how much the decoder read each memory vector
+while producing the answer (each layer's mass weighted by ``|tanh(gate)|``, so a closed gate counts for
+nothing), and the compressor's Perceiver says which tokens of a segment each of its latents read. Their
+product ranks the tokens of the book; the best window of consecutive tokens in a well-read segment is the
+quote, mapped back to characters through the memory's segment spans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .memory import CompressedMemory
+
+
+@dataclass
+class Evidence:
+    """A quoted window of one compressed segment, with the attention mass the answer put on it."""
+
+    segment: int
+    start: int  # character offsets in the book
+    end: int
+    weight: float  # share of the answer's memory attention on this segment (sums to 1 over all segments)
+    text: str
+
+
+@torch.no_grad()
+def memory_attention(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Attention mass on each memory vector [N] over one forward pass of ``input_ids`` (prompt + answer).
+
+    Zero everywhere when every gate is closed (an untrained adapter reads nothing from the memory).
+    """
+    states, mask = model.memory_states(features)
+    with model.injector.conditioned(states, mask, record_attention=True) as state:
+        model.backbone(input_ids=input_ids.to(model.device))
+    if not state.attention:
+        return torch.zeros(features.shape[0])
+    return torch.stack(list(state.attention.values())).sum(dim=0)[0].float().cpu()
+
+
+@torch.no_grad()
+def token_attention(
+    model,
+    memory: CompressedMemory,
+    features: torch.Tensor,
+    segment: int,
+    latent_weights: torch.Tensor,
+    question: str | None = None,
+) -> torch.Tensor:
+    """How much the answer relied on each token of ``segment``: latent weights x the Perceiver's attention.
+
+    The step is recomputed from the previous segment's latents in ``features`` (the QD features when the
+    answer read QD features), so the map is the one the memory was made with.
+    """
+    compressor, k, length = model.adapter.compressor, memory.num_latents, memory.segment_len
+    ids = memory.token_ids[segment * length : (segment + 1) * length].long()[None].to(model.device)
+    dtype = compressor.initial_latents.dtype
+    state = (
+        compressor.initial_state(1) if segment == 0 else features[(segment - 1) * k : segment * k][None].to(model.device, dtype)
+    )
+    query_kv = None
+    if question and model.config.query_dependent:
+        query = model.query_ids(question)
+        if len(query):
+            query_kv = compressor.project_query(model.embed_tokens(query[None]))
+    layers: list[torch.Tensor] = []
+    compressor.step(state, compressor.segment_features(model.embed_tokens(ids)), None, query_kv, weights=layers)
+    per_latent = torch.stack(layers).mean(dim=0)[0].float().cpu()  # [K, L]
+    return latent_weights.float() @ per_latent
+
+
+def best_window(weights: torch.Tensor, width: int) -> tuple[int, int]:
+    """``[start, end)`` of the ``width`` consecutive tokens with the largest total weight."""
+    width = min(width, len(weights))
+    sums = torch.nn.functional.avg_pool1d(weights[None, None], width, stride=1)[0, 0]
+    start = int(sums.argmax())
+    return start, start + width
+
+
+def evidence(
+    model,
+    memory: CompressedMemory,
+    features: torch.Tensor,
+    vector_weights: torch.Tensor,
+    top_k: int = 3,
+    window_tokens: int = 48,
+    question: str | None = None,
+) -> list[Evidence]:
+    """The ``top_k`` most-read segments of ``memory``, each quoted at its most-read window of tokens."""
+    k = memory.num_latents
+    per_segment = vector_weights.view(-1, k).sum(dim=1)
+    total = float(per_segment.sum())
+    if total <= 0:
+        return []
+    found = []
+    for segment in per_segment.argsort(descending=True)[:top_k].tolist():
+        tokens = token_attention(model, memory, features, segment, vector_weights[segment * k : (segment + 1) * k], question)
+        start, end = best_window(tokens, window_tokens)
+        ids = memory.token_ids[segment * memory.segment_len : (segment + 1) * memory.segment_len].tolist()
+        decode = model.tokenizer.decode
+        seg_start, seg_end = (int(x) for x in memory.spans[segment])
+        # Character offsets from decoded lengths: exact for byte-level BPE tokenizers, close for the others.
+        char_start = min(seg_start + len(decode(ids[:start])), seg_end)
+        text = decode(ids[start:end])
+        found.append(
+            Evidence(segment, char_start, min(char_start + len(text), seg_end), float(per_segment[segment]) / total, text)
+        )
+    return found
