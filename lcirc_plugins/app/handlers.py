@@ -48,6 +48,7 @@ BM25_NOTE = (
     "This adapter's cross-attention gates are closed (it is untrained), so the answer read nothing from the "
     "memory; passages are ranked by word overlap with the question instead (BM25)."
 )
+NO_TEXT = "(the model produced no text)"
 WAITING_NOTE = "_The passages behind the answer appear when it is complete._"
 FractionProgress = Callable[[float, str], None]
 
@@ -251,6 +252,7 @@ def ask(
 ) -> Iterator[tuple[list[dict[str, Any]], str, Any]]:
     """Stream (chat history, provenance markdown, provenance figure) while the answer is generated."""
     history = [dict(m) for m in (history or [])]
+    earlier = _chat_turns(history)
     keys = [keys] if isinstance(keys, str) else [k for k in (keys or []) if k]
     question = (question or "").strip()
     allowed = {k for _, k in book_choices(ctx, session or new_session())}
@@ -265,7 +267,7 @@ def ask(
         return
     history.append({"role": "assistant", "content": ""})
     try:
-        ids = ctx.model.prompt_ids(question, int(max_new_tokens))
+        ids = ctx.model.prompt_ids(question, int(max_new_tokens), history=earlier)
         books = _features(ctx, keys, question, mode)
         features, tokens = torch.cat([rows for _, _, rows in books]), sum(m.num_tokens for _, m, _ in books)
     except Exception as err:  # LCIRCError is the user's; anything else must not end the session either
@@ -294,8 +296,29 @@ def ask(
     finally:
         stop.set()  # the user pressed stop (generator closed) or generation ended: free the worker
     if not history[-1]["content"].strip():
-        history[-1]["content"] = "(the model produced no text)"
+        history[-1]["content"] = NO_TEXT
         yield history, markdown, figure
+
+
+def _chat_turns(history: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """Earlier (question, answer) pairs of the chat as plain text turns; warnings and failed turns are left out."""
+    turns = []
+    for user, assistant in zip(history[::2], history[1::2]):
+        if user.get("role") != "user" or assistant.get("role") != "assistant":
+            continue
+        question, answer = _message_text(user.get("content")), _message_text(assistant.get("content"))
+        if question.strip() and answer.strip() and "⚠️" not in answer and answer != NO_TEXT:
+            turns += [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+    return turns
+
+
+def _message_text(content: Any) -> str:
+    """A chat message's text: Gradio sends a string or a list of parts like ``{"type": "text", "text": ...}``."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
 
 
 def answer_provenance(

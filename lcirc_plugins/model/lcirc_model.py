@@ -190,14 +190,24 @@ class LCIRCModel(nn.Module):
             if len(tokens) == 0:
                 raise EmptyInputError("the text has no tokens to compress")
             if memory is None:
-                jobs.append({"ids": tokens.ids, "starts": tokens.starts, "ends": tokens.ends, "kept": 0, "state": None, "base": None, "chars": len(text)})
+                jobs.append(
+                    {
+                        "ids": tokens.ids,
+                        "starts": tokens.starts,
+                        "ends": tokens.ends,
+                        "kept": 0,
+                        "state": None,
+                        "base": None,
+                        "chars": len(text),
+                    }
+                )
                 continue
             memory.check_compatible(self.adapter_fingerprint, self.signature)
             full = memory.num_tokens // memory.segment_len
             if memory.segment_len != L:
                 raise LCIRCError(f"memory was made with segment_len={memory.segment_len}, the model uses {L}")
             tail = memory.token_ids[full * L :].long()
-            tail_start, tail_end = (memory.spans[full].tolist() if len(tail) else (0, 0))
+            tail_start, tail_end = memory.spans[full].tolist() if len(tail) else (0, 0)
             state = memory.features[(full - 1) * K : full * K] if full else None
             jobs.append(
                 {
@@ -214,7 +224,9 @@ class LCIRCModel(nn.Module):
         states = torch.stack([(j["state"] if j["state"] is not None else initial).to(initial) for j in jobs])
         total = sum(len(j["ids"]) for j in jobs)
         with _progress_bar(progress, total, "Compressing") as advance, torch.no_grad():
-            features = self.adapter.compressor.compress(self.embed_tokens, [j["ids"] for j in jobs], L, states=states, on_segment=advance)
+            features = self.adapter.compressor.compress(
+                self.embed_tokens, [j["ids"] for j in jobs], L, states=states, on_segment=advance
+            )
         results = []
         for job, new, meta in zip(jobs, features, metadata):
             base: CompressedMemory | None = job["base"]
@@ -258,7 +270,9 @@ class LCIRCModel(nn.Module):
         compressor = self.adapter.compressor
         with torch.no_grad(), _progress_bar(progress, memory.num_tokens, "Reading for the question") as advance:
             kv = compressor.project_query(self.embed_tokens(query[None]))
-            return compressor.compress(self.embed_tokens, [memory.token_ids.long()], memory.segment_len, query_kv=kv, on_segment=advance)[0]
+            return compressor.compress(
+                self.embed_tokens, [memory.token_ids.long()], memory.segment_len, query_kv=kv, on_segment=advance
+            )[0]
 
     def memory_states(self, memory: MemoryLike) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """What the GCA blocks attend to: features plus the order signal, [B, N, d], and a padding mask."""
@@ -294,15 +308,31 @@ class LCIRCModel(nn.Module):
     def generate(self, input_ids: torch.Tensor, memory: MemoryLike = None, **kwargs: Any) -> torch.Tensor:
         """``backbone.generate`` with a memory that stays fixed for the whole call (KV cache stays valid)."""
         states, mask = self.memory_states(memory)
-        kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id)
+        kwargs.setdefault(
+            "pad_token_id",
+            self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
+        )
         with self.injector.conditioned(states, mask):
             return self.backbone.generate(input_ids=input_ids.to(self.device), **kwargs)
 
-    def prompt_ids(self, question: str, max_new_tokens: int, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> torch.Tensor:
-        """The chat prompt for ``question`` as [1, T] ids; refuses prompts that do not fit the window."""
+    def prompt_ids(
+        self,
+        question: str,
+        max_new_tokens: int,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        history: list[dict[str, str]] | None = None,
+    ) -> torch.Tensor:
+        """The chat prompt for ``question`` as [1, T] ids; refuses prompts that do not fit the window.
+
+        Earlier chat turns in ``history`` are kept newest first, as many whole user/assistant pairs as fit.
+        """
         if not question or not question.strip():
             raise EmptyInputError("the question is empty")
-        ids = build_prompt(self.tokenizer, question, system_prompt)
+        turns = list(history or [])
+        ids = build_prompt(self.tokenizer, question, system_prompt, turns)
+        while turns and len(ids) + max_new_tokens > self.config.window:
+            turns = turns[2:]  # drop the oldest question and its answer
+            ids = build_prompt(self.tokenizer, question, system_prompt, turns)
         if len(ids) + max_new_tokens > self.config.window:
             raise InputTooLongError(
                 f"the question takes {len(ids)} tokens and the answer up to {max_new_tokens}, more than the "
@@ -310,7 +340,9 @@ class LCIRCModel(nn.Module):
             )
         return torch.tensor([ids], dtype=torch.long)
 
-    def _answer_inputs(self, question: str, memory: CompressedMemory | None, max_new_tokens: int, system_prompt: str | None) -> PreparedPrompt:
+    def _answer_inputs(
+        self, question: str, memory: CompressedMemory | None, max_new_tokens: int, system_prompt: str | None
+    ) -> PreparedPrompt:
         ids = self.prompt_ids(question, max_new_tokens, system_prompt)
         features = None if memory is None else self.memory_for_query(memory, question)
         return PreparedPrompt(ids, features, 0 if memory is None else memory.num_tokens)
@@ -359,7 +391,9 @@ class LCIRCModel(nn.Module):
             ids = apply_chat_template(self.tokenizer, list(prompt))
         budget = self.config.window - max_new_tokens
         if budget < 1:
-            raise InputTooLongError(f"max_new_tokens={max_new_tokens} leaves no room in the decoder window of {self.config.window} tokens")
+            raise InputTooLongError(
+                f"max_new_tokens={max_new_tokens} leaves no room in the decoder window of {self.config.window} tokens"
+            )
         if len(ids) <= budget:
             return PreparedPrompt(torch.tensor([ids]), None, 0)
         head, tail = torch.tensor(ids[:-budget]), torch.tensor(ids[-budget:])
@@ -385,7 +419,13 @@ class LCIRCModel(nn.Module):
 
         def run() -> None:
             try:
-                self.generate(prepared.input_ids, memory=prepared.memory, max_new_tokens=max_new_tokens, streamer=streamer, **generate_kwargs)
+                self.generate(
+                    prepared.input_ids,
+                    memory=prepared.memory,
+                    max_new_tokens=max_new_tokens,
+                    streamer=streamer,
+                    **generate_kwargs,
+                )
             except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
                 errors.append(err)
                 streamer.end()

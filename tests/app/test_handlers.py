@@ -223,3 +223,31 @@ def test_provenance_comes_from_attention_when_the_gates_are_open(make_lcirc, tmp
     )
     assert 1 <= len(found) <= open_ctx.top_k and sum(r["score"] for r in found) <= 1 + 1e-6
     assert all(text[r["start"] : r["end"]] == r["text"] for r in found), "quotes sit at their character spans"
+
+
+def test_follow_up_questions_see_the_earlier_turns(make_lcirc, tmp_path: Path, small_book: Path) -> None:
+    ctx = AppContext.create(make_lcirc("llama"), tmp_path / "data")
+    key = handlers.add_books(ctx, None, [str(small_book)]).session["books"][0]
+    earlier = [
+        {"role": "user", "content": "Who is the captain?"},
+        {"role": "assistant", "content": [{"type": "text", "text": "Captain Smollett."}]},  # Gradio's message parts
+        {"role": "user", "content": "And the cook?"},
+        {"role": "assistant", "content": "⚠️ the question is empty"},  # failed turns are not replayed
+    ]
+    prompts = []
+    real = ctx.model.prompt_ids
+    ctx.model.prompt_ids = lambda *a, **k: prompts.append(k["history"]) or real(*a, **k)
+    history = list(handlers.ask(ctx, {"books": [key]}, "What is his first name?", [key], earlier, max_new_tokens=4))[-1][0]
+    assert prompts == [[{"role": "user", "content": "Who is the captain?"}, {"role": "assistant", "content": "Captain Smollett."}]]
+    assert len(history) == 6 and history[-2]["content"] == "What is his first name?"
+    ids = real("What is his first name?", 4, history=prompts[0])[0].tolist()
+    assert "Captain Smollett." in ctx.model.tokenizer.decode(ids)
+
+
+def test_old_turns_are_dropped_to_fit_the_window(make_lcirc) -> None:
+    model = make_lcirc("llama")  # window 256
+    turns = [{"role": "user", "content": f"Question {i} " + "word " * 30} for i in range(8)]
+    turns = [t for q in turns for t in (q, {"role": "assistant", "content": "An answer."})]
+    ids = model.prompt_ids("And now?", 16, history=turns)[0].tolist()
+    text = model.tokenizer.decode(ids)
+    assert len(ids) + 16 <= 256 and "Question 7" in text and "Question 0" not in text
