@@ -48,3 +48,13 @@ def one_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+class RunsCodeWhenUnpickled:
+    """A pickle payload that creates ``marker`` when unpickled: proof that a loader ran a file's code."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.marker), "w"))

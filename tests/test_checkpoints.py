@@ -164,3 +164,71 @@ def test_a_gguf_path_resolves_to_its_folder_and_file(tmp_path):
     assert resolve_backbone(str(tmp_path / "model.gguf")) == (str(tmp_path), "model.gguf")
     with pytest.raises(BackboneNotFoundError, match="does not exist"):
         resolve_backbone(str(tmp_path / "missing.gguf"))
+
+
+def _rewrite_adapter_weights(path, edit) -> None:
+    """Rewrite an adapter file with ``edit`` applied to its tensors and a checksum that matches the edit,
+    as a foreign tool or a hand-edited checkpoint would: only the key/shape checks can catch it."""
+    from safetensors.torch import load_file, save_file
+
+    from lcirc_plugins.model.memory import tensors_sha256
+
+    tensors = edit(load_file(str(path)))
+    save_file(tensors, str(path), metadata={"format": "pt", "tensors_sha256": tensors_sha256(tensors)})
+
+
+ADAPTER_EDITS = {
+    "unexpected": (lambda t: {**t, "compressor.extra.weight": torch.zeros(3)}, "unexpected keys \\['compressor.extra.weight'\\]"),
+    "missing": (lambda t: {k: v for k, v in t.items() if k != "gca.0.attn_gate"}, "missing keys \\['gca.0.attn_gate'\\]"),
+    "wrong-shape": (lambda t: {**t, "compressor.initial_latents": torch.zeros(2, 3)}, "wrong shape, e.g. compressor.initial_latents"),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(ADAPTER_EDITS))
+def test_adapter_weights_with_unexpected_missing_or_misshapen_tensors_are_refused(
+    make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path, edit
+):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    change, message = ADAPTER_EDITS[edit]
+    _rewrite_adapter_weights(tmp_path / "adapter_model.safetensors", change)
+    with pytest.raises(CorruptFileError, match=message):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+def _flip_bit_in(path, tensor: str) -> None:
+    """Flip one bit inside one tensor's data, found through the safetensors header: the file still parses."""
+    data = bytearray(path.read_bytes())
+    header_len = int.from_bytes(data[:8], "little")
+    begin, _end = json.loads(data[8 : 8 + header_len])[tensor]["data_offsets"]
+    data[8 + header_len + begin + 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_adapter_weights_is_caught_by_the_checksum(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    _flip_bit_in(tmp_path / "adapter_model.safetensors", "compressor.initial_latents")
+    with pytest.raises(CorruptFileError, match="damaged: its tensors do not match the checksum"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+@pytest.mark.parametrize("tensor", ["features", "spans"])
+def test_a_flipped_bit_in_a_memory_file_is_caught_by_the_checksum(make_lcirc, sample_text, tmp_path, tensor):
+    path = make_lcirc("llama").compress(sample_text[:2000]).save(tmp_path / "m.safetensors")
+    _flip_bit_in(path, tensor)
+    with pytest.raises(CorruptFileError, match="damaged: its tensors do not match the checksum"):
+        CompressedMemory.load(path)
+
+
+def test_an_adapter_directory_without_weights_is_a_clear_error(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    make_lcirc("llama").save_pretrained(tmp_path)
+    (tmp_path / "adapter_model.safetensors").unlink()
+    with pytest.raises(CorruptFileError, match="not found: the adapter directory is incomplete"):
+        LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
+
+
+def test_a_saved_memory_loaded_for_another_adapter_is_refused(make_lcirc, sample_text, tmp_path):
+    path = make_lcirc("llama", seed=0).compress(sample_text[:2000]).save(tmp_path / "m.safetensors")
+    loaded = CompressedMemory.load(path)
+    other = make_lcirc("llama", seed=1)
+    with pytest.raises(MemoryMismatchError, match="made by adapter"):
+        other.answer("Who is the captain?", loaded, max_new_tokens=2)

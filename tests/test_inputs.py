@@ -33,3 +33,18 @@ def test_an_empty_question_is_refused(make_lcirc):
 
 def test_every_error_is_an_lcirc_error():
     assert issubclass(InputTooLongError, LCIRCError) and issubclass(BinaryInputError, ValueError)
+
+
+@pytest.mark.parametrize("text", ["\ud800", "Jim \udfff Hawkins"])
+def test_unpaired_surrogates_are_refused_before_the_tokenizer(make_lcirc, text):
+    """Found by tests/test_fuzzing.py: the tokenizer raised a bare TypeError on these strings."""
+    model = make_lcirc("llama")
+    calls = [
+        lambda: model.compress(text),
+        lambda: model.answer(text, None, max_new_tokens=2),
+        lambda: model.prepare_prompt(text),
+        lambda: model.prepare_prompt([{"role": "user", "content": text}]),
+    ]
+    for call in calls:
+        with pytest.raises(BinaryInputError, match="unpaired surrogate"):
+            call()

@@ -7,6 +7,7 @@ model runs under the queue's concurrency limit.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,21 @@ def use_data_dir_for_uploads(data_dir: str | Path) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(folder)
     return folder
+
+
+def limit_malloc_arenas(count: int = 2) -> bool:
+    """Cap glibc's malloc arenas, as ``MALLOC_ARENA_MAX=2`` would, before the server starts its threads.
+
+    Otherwise every worker thread gets its own arena and freed memory stays fragmented across them: under
+    20 simulated users the server's live RSS kept creeping up (+346 MB in 5 minutes); with two arenas it
+    stayed flat (docs/RELIABILITY.md). A ``MALLOC_ARENA_MAX`` set by the user wins; not glibc: no-op.
+    """
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-8, count))  # -8 is M_ARENA_MAX in <malloc.h>
+    except (OSError, AttributeError):
+        return False
 
 
 def build_app(ctx: AppContext) -> gr.Blocks:
@@ -138,6 +154,7 @@ def launch(
     quiet: bool = False,
 ) -> gr.Blocks:
     """Build, queue and launch the app; returns the running ``gr.Blocks`` (``close()`` stops it)."""
+    limit_malloc_arenas()
     demo = build_app(ctx)
     demo.queue(default_concurrency_limit=concurrency)
     demo.launch(

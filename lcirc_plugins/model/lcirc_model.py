@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
 
+from ..data.documents import check_unicode
 from ..data.segmentation import segment_spans, tokenize_with_offsets
 from ..errors import AdapterNotFoundError, EmptyInputError, InputTooLongError, LCIRCError
 from .adapter import LCIRCAdapter, check_signature, load_adapter_weights, save_adapter
@@ -329,6 +330,9 @@ class LCIRCModel(nn.Module):
         if not question or not question.strip():
             raise EmptyInputError("the question is empty")
         turns = list(history or [])
+        for text in (question, system_prompt, *(turn.get("content") for turn in turns)):
+            if isinstance(text, str):
+                check_unicode(text, source="the question")
         ids = build_prompt(self.tokenizer, question, system_prompt, turns)
         while turns and len(ids) + max_new_tokens > self.config.window:
             turns = turns[2:]  # drop the oldest question and its answer
@@ -384,10 +388,13 @@ class LCIRCModel(nn.Module):
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise EmptyInputError("the prompt is empty")
-            ids = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            ids = self.tokenizer(check_unicode(prompt, source="the prompt"), add_special_tokens=True)["input_ids"]
         else:
             if not prompt:
                 raise EmptyInputError("the chat has no messages")
+            for message in prompt:
+                if isinstance(message.get("content"), str):
+                    check_unicode(message["content"], source="a chat message")
             ids = apply_chat_template(self.tokenizer, list(prompt))
         budget = self.config.window - max_new_tokens
         if budget < 1:

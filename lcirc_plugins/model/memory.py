@@ -28,6 +28,20 @@ def token_hash(token_ids: torch.Tensor) -> str:
     return hashlib.sha256(token_ids.to(torch.int32).contiguous().numpy().tobytes()).hexdigest()
 
 
+def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of named tensors exactly as stored (names, dtypes, shapes, bytes).
+
+    Kept in a file's header and checked on load: safetensors notices a truncated file but not flipped or
+    edited bytes, which would otherwise give silently wrong answers.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 @dataclass
 class CompressedMemory:
     """The recurrent memory of one text.
@@ -115,6 +129,7 @@ class CompressedMemory:
             "token_ids": self.token_ids.to(torch.int32).contiguous(),
             "spans": self.spans.to(torch.int64).contiguous(),
         }
+        header["tensors_sha256"] = tensors_sha256(tensors)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=header)
         tmp.replace(path)
@@ -134,6 +149,8 @@ class CompressedMemory:
             raise CorruptFileError(f"{path} is not a readable safetensors memory file ({err})") from err
         if header.get("lcirc_memory_format") != MEMORY_FORMAT_VERSION:
             raise CorruptFileError(f"{path} is not an lcirc compressed memory (format {header.get('lcirc_memory_format')!r})")
+        if "tensors_sha256" in header and tensors_sha256(tensors) != header["tensors_sha256"]:
+            raise CorruptFileError(f"{path} is damaged: its tensors do not match the checksum in its header")
         try:
             memory = cls(
                 features=tensors["features"],

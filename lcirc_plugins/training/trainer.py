@@ -3,16 +3,21 @@ many machines. Only adapter weights are optimised and saved.
 
 Checkpoints are directories written under a temporary name and renamed, so ``kill -9`` never leaves a
 half checkpoint: the adapter (safetensors), the optimizer and scheduler state (read back with
-``weights_only=True``), RNG states and the data position in ``trainer_state.json``.
+``weights_only=True``), RNG states and the data position in ``trainer_state.json``. Old checkpoints are
+renamed away before they are deleted, and resuming skips a damaged checkpoint (with a warning) for the one
+before it.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
+import re
 import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ from accelerate.utils import DistributedDataParallelKwargs
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..errors import LCIRCError
+from ..errors import CorruptFileError, LCIRCError
 from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
 from .bptt import compress_for_training, steps_with_gradient
@@ -31,6 +36,9 @@ from .data import ExampleStream, TrainExample
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
+CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
+# What reading a truncated, garbled or missing checkpoint file raises (torch.load, json, safetensors, setstate).
+UNREADABLE = (LCIRCError, OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError)
 
 
 class TrainingDivergedError(LCIRCError, RuntimeError):
@@ -118,7 +126,9 @@ class Trainer:
     # ----- checkpoints --------------------------------------------------------------------------------
 
     def checkpoints(self) -> list[Path]:
-        return sorted(self.output.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        """``checkpoint-N`` directories, oldest first (other names in the folder are not checkpoints)."""
+        found = [p for p in self.output.glob("checkpoint-*") if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir()]
+        return sorted(found, key=lambda p: int(p.name.split("-")[1]))
 
     def save_checkpoint(self) -> Path:
         """Atomic: written to ``.tmp-checkpoint-N`` and renamed; only the main process writes."""
@@ -126,7 +136,6 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             tmp = self.output / f".tmp-checkpoint-{self.step}"
-            shutil.rmtree(tmp, ignore_errors=True)
             self.model.save_pretrained(tmp / "adapter")
             torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, tmp / "optimizer.pt")
             torch.save(torch.get_rng_state(), tmp / "torch_rng.pt")
@@ -137,30 +146,59 @@ class Trainer:
                 "config": self.config.to_dict(),
             }
             (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
-            shutil.rmtree(final, ignore_errors=True)
+            if final.is_dir():  # saving a step again after falling back from a damaged checkpoint
+                _discard(final)
             tmp.rename(final)
             for old in self.checkpoints()[: -self.config.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
+                _discard(old)
         self.accelerator.wait_for_everyone()
         return final
 
     def _resume(self) -> None:
+        """Continue from the newest readable checkpoint; a damaged one is skipped with a warning."""
         found = self.checkpoints()
-        if not found:
+        for checkpoint in reversed(found):
+            try:
+                self._load_checkpoint(checkpoint)
+            except UNREADABLE as err:
+                warnings.warn(
+                    f"checkpoint {checkpoint} is damaged and was skipped ({type(err).__name__}: {err}); "
+                    "resuming from the one before it",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                continue
+            self.accelerator.print(f"resumed from {checkpoint} at step {self.step}")
             return
-        latest = found[-1]
-        state = json.loads((latest / STATE_NAME).read_text())
+        if found:
+            raise CorruptFileError(
+                f"no checkpoint in {self.output} can be read ({', '.join(p.name for p in found)}); "
+                "move them away or pass --resume=false to start again"
+            )
+
+    def _load_checkpoint(self, checkpoint: Path) -> None:
+        """Parse every file before changing anything, so a bad file leaves the trainer as it was."""
         from ..model.adapter import load_adapter_weights
 
-        load_adapter_weights(self.model.adapter, latest / "adapter")
-        saved = torch.load(latest / "optimizer.pt", weights_only=True)
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
-        torch.set_rng_state(torch.load(latest / "torch_rng.pt", weights_only=True))
-        self.bptt_rng.setstate(_tuple_state(state["bptt_rng"]))
-        self.data.skip(state["data_position"])
-        self.step = state["step"]
-        self.accelerator.print(f"resumed from {latest} at step {self.step}")
+        state = json.loads((checkpoint / STATE_NAME).read_text())
+        step, position = int(state["step"]), int(state["data_position"])
+        if f"checkpoint-{step}" != checkpoint.name or position < 0:
+            raise ValueError(f"{STATE_NAME} says step {step}, data position {position}")
+        bptt_state = _tuple_state(state["bptt_rng"])
+        random.Random().setstate(bptt_state)
+        saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
+        optimizer_state, scheduler_state = saved["optimizer"], saved["scheduler"]
+        rng = torch.load(checkpoint / "torch_rng.pt", weights_only=True)
+        if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8):
+            raise TypeError("torch_rng.pt does not hold a torch RNG state")
+        load_adapter_weights(self.model.adapter, checkpoint / "adapter")  # checks the file before loading it
+        # A failure from here on is overwritten by the next checkpoint tried (or ends the run).
+        self.optimizer.load_state_dict(optimizer_state)
+        self.scheduler.load_state_dict(scheduler_state)
+        torch.set_rng_state(rng)
+        self.bptt_rng.setstate(bptt_state)
+        self.data.skip(position)
+        self.step = step
 
     # ----- the loop -----------------------------------------------------------------------------------
 
@@ -170,6 +208,8 @@ class Trainer:
         self.output.mkdir(parents=True, exist_ok=True)
         if self.accelerator.is_main_process:
             (self.output / "train_config.json").write_text(json.dumps(c.to_dict(), indent=2))
+            for stale in [*self.output.glob(".tmp-checkpoint-*"), *self.output.glob(".old-checkpoint-*")]:
+                shutil.rmtree(stale, ignore_errors=True)  # left by a run killed while writing or deleting a checkpoint
         log = (self.output / "metrics.jsonl").open("a") if self.accelerator.is_main_process else None
         bar = tqdm(total=c.steps, initial=self.step, desc=f"train {c.stage}", disable=not self.accelerator.is_local_main_process)
         while self.step < c.steps:
@@ -249,6 +289,14 @@ class Trainer:
         return {
             name: round(math.tanh(p.item()), 5) for name, p in self.model.adapter.named_parameters() if name.endswith("_gate")
         }
+
+
+def _discard(directory: Path) -> None:
+    """Delete a checkpoint so that it is never seen half-deleted: one atomic rename first, then the files."""
+    hidden = directory.with_name(f".old-{directory.name}")
+    shutil.rmtree(hidden, ignore_errors=True)
+    directory.rename(hidden)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def _jsonable_state(state: Any) -> Any:
