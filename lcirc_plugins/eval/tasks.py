@@ -43,6 +43,11 @@ def _timed(call: Callable[..., Any], tokens: int, *args: Any) -> tuple[Any, dict
     }
 
 
+def _skipped(err: Exception) -> dict[str, Any]:
+    """The cost fields of a row a system could not run, with the reason."""
+    return {"skipped": str(err), "wall_time_s": None, "tokens_per_s": None, "peak_rss_mb": peak_rss_mb()}
+
+
 def _tokenizer(systems: Sequence[System], tokenizer: Any) -> Any:
     if tokenizer is not None:
         return tokenizer
@@ -102,9 +107,7 @@ def perplexity_by_length(
             nll, cost = _timed(system.nll, length, context, target)
             row.update(nll=round(nll, 6), perplexity=round(perplexity(nll), 4), skipped=None, **cost)
         except ContextTooLongError as err:
-            row.update(
-                nll=None, perplexity=None, skipped=str(err), wall_time_s=None, tokens_per_s=None, peak_rss_mb=peak_rss_mb()
-            )
+            row.update(nll=None, perplexity=None, **_skipped(err))
         row["flops"] = system.flops(length)
         rows.append(row)
     return rows
@@ -154,14 +157,7 @@ def needle_grid(
                 score = substring_match(prediction, example.answers, example.metadata.get("match", "any"))
                 row.update(prediction=prediction, accuracy=score, skipped=None, **cost)
             except ContextTooLongError as err:
-                row.update(
-                    prediction=None,
-                    accuracy=None,
-                    skipped=str(err),
-                    wall_time_s=None,
-                    tokens_per_s=None,
-                    peak_rss_mb=peak_rss_mb(),
-                )
+                row.update(prediction=None, accuracy=None, **_skipped(err))
             row["flops"] = system.flops(length)
             rows.append(row)
     return rows
@@ -202,9 +198,7 @@ def qa_benchmark(
                 prediction, cost = _timed(system.answer, length, record.context, record.question, budget)
                 row.update(prediction=prediction, score=round(score(record, prediction), 6), skipped=None, **cost)
             except ContextTooLongError as err:
-                row.update(
-                    prediction=None, score=None, skipped=str(err), wall_time_s=None, tokens_per_s=None, peak_rss_mb=peak_rss_mb()
-                )
+                row.update(prediction=None, score=None, **_skipped(err))
             row["flops"] = system.flops(length)
             rows.append(row)
     return rows

@@ -33,6 +33,18 @@ class CrossAttention(nn.Module):
         k, v = self.to_kv(context).view(b, n, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return k, v
 
+    def _heads(
+        self, x: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], context_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-head queries, keys and values for a batch of ``x`` (one memory may serve the whole batch), and the mask."""
+        b, t, _ = x.shape
+        q = self.to_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = kv
+        if k.shape[0] != b:  # one memory shared by a batch of prompts
+            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        mask = None if context_mask is None else context_mask[:, None, None, :].expand(b, 1, 1, -1)
+        return q, k, v, mask
+
     def forward(
         self,
         x: torch.Tensor,
@@ -40,14 +52,9 @@ class CrossAttention(nn.Module):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x`` [B, T, dim], ``kv`` from :meth:`project_context`, ``context_mask`` [B, N] (True = attend)."""
-        b, t, _ = x.shape
-        q = self.to_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k, v = kv
-        if k.shape[0] != b:  # one memory shared by a batch of prompts
-            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
-        mask = None if context_mask is None else context_mask[:, None, None, :].expand(b, 1, 1, -1)
+        q, k, v, mask = self._heads(x, kv, context_mask)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        return self.to_out(out.transpose(1, 2).reshape(b, t, -1))
+        return self.to_out(out.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
 
     def weights(
         self,
@@ -56,12 +63,10 @@ class CrossAttention(nn.Module):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The attention probabilities ``forward`` uses, [B, heads, T, N], computed explicitly (provenance only)."""
-        b, t, _ = x.shape
-        q = self.to_q(x).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = kv[0].expand(b, -1, -1, -1) if kv[0].shape[0] != b else kv[0]
+        q, k, _, mask = self._heads(x, kv, context_mask)
         scores = q @ k.transpose(-1, -2) / self.head_dim**0.5
-        if context_mask is not None:
-            scores = scores.masked_fill(~context_mask[:, None, None, :].expand(b, 1, 1, -1), float("-inf"))
+        if mask is not None:
+            scores = scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(dim=-1)
 
 

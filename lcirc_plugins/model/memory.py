@@ -87,6 +87,10 @@ class CompressedMemory:
     def compression_ratio(self) -> float:
         return self.num_tokens / max(1, self.num_vectors)
 
+    def segment_token_ids(self, segment: int) -> torch.Tensor:
+        """The token ids compressed by step ``segment`` (int32)."""
+        return self.token_ids[segment * self.segment_len : (segment + 1) * self.segment_len]
+
     def segment_of_vector(self, index: int) -> int:
         """Which segment a memory row belongs to (for provenance)."""
         return index // self.num_latents
@@ -166,6 +170,10 @@ class CompressedMemory:
         except (KeyError, ValueError) as err:
             raise CorruptFileError(f"{path} is missing or has a malformed field: {err}") from err
         expected_rows = memory.num_segments * memory.num_latents
-        if memory.features.dim() != 2 or memory.features.shape[0] != expected_rows or memory.content_sha256 != header.get("content_sha256"):
+        if (
+            memory.features.dim() != 2
+            or memory.features.shape[0] != expected_rows
+            or memory.content_sha256 != header.get("content_sha256")
+        ):
             raise CorruptFileError(f"{path} is inconsistent (features, spans and token hash disagree); the file was altered")
         return memory

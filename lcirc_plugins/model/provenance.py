@@ -55,8 +55,8 @@ def token_attention(
     The step is recomputed from the previous segment's latents in ``features`` (the QD features when the
     answer read QD features), so the map is the one the memory was made with.
     """
-    compressor, k, length = model.adapter.compressor, memory.num_latents, memory.segment_len
-    ids = memory.token_ids[segment * length : (segment + 1) * length].long()[None].to(model.device)
+    compressor, k = model.adapter.compressor, memory.num_latents
+    ids = memory.segment_token_ids(segment).long()[None].to(model.device)
     dtype = compressor.initial_latents.dtype
     state = (
         compressor.initial_state(1) if segment == 0 else features[(segment - 1) * k : segment * k][None].to(model.device, dtype)
@@ -99,7 +99,7 @@ def evidence(
     for segment in per_segment.argsort(descending=True)[:top_k].tolist():
         tokens = token_attention(model, memory, features, segment, vector_weights[segment * k : (segment + 1) * k], question)
         start, end = best_window(tokens, window_tokens)
-        ids = memory.token_ids[segment * memory.segment_len : (segment + 1) * memory.segment_len].tolist()
+        ids = memory.segment_token_ids(segment).tolist()
         decode = model.tokenizer.decode
         seg_start, seg_end = (int(x) for x in memory.spans[segment])
         # Character offsets from decoded lengths: exact for byte-level BPE tokenizers, close for the others.
