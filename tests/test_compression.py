@@ -51,8 +51,18 @@ def test_spans_cover_the_source_text_in_order(make_lcirc, sample_text):
     assert text[spans[0][0] : spans[0][1]] == first
 
 
-def test_batched_compression_equals_one_text_at_a_time(make_lcirc, sample_text):
-    model = make_lcirc("qwen2-sliding")
+def _open_segment_encoder(model) -> None:
+    """Give a new segment encoder non-zero output projections, as training would."""
+    with torch.no_grad():
+        for layer in model.adapter.compressor.segment_encoder:
+            layer.attn.to_out.weight.normal_(0, 0.05)
+            layer.ffn.down.weight.normal_(0, 0.05)
+
+
+@pytest.mark.parametrize("encoder_layers", [0, 1])
+def test_batched_compression_equals_one_text_at_a_time(make_lcirc, sample_text, encoder_layers):
+    model = make_lcirc("qwen2-sliding", segment_encoder_layers=encoder_layers)
+    _open_segment_encoder(model)  # padded last segments must not leak into real tokens' context
     texts = [sample_text[:700], sample_text[1000:4500], sample_text[5000:6100]]
     batched = model.compress_many(texts)
     for text, memory in zip(texts, batched):
@@ -99,3 +109,23 @@ def test_progress_callback_reports_every_token(make_lcirc, sample_text):
     memory = model.compress(sample_text[:3000], progress=lambda done, total: seen.append((done, total)))
     assert seen[-1] == (memory.num_tokens, memory.num_tokens)
     assert len(seen) == memory.num_segments
+
+
+def test_a_new_segment_encoder_is_the_identity_until_trained(make_lcirc, sample_text):
+    model = make_lcirc(segment_encoder_layers=2)
+    compressor = model.adapter.compressor
+    with_encoder = model.compress(sample_text[:1500]).features
+    encoder, compressor.segment_encoder = compressor.segment_encoder, torch.nn.ModuleList()
+    without = model.compress(sample_text[:1500]).features
+    compressor.segment_encoder = encoder
+    assert torch.equal(with_encoder, without)
+    _open_segment_encoder(model)
+    assert not torch.allclose(model.compress(sample_text[:1500]).features, without, atol=1e-4)
+
+
+def test_segment_encoder_layers_must_be_a_count():
+    from lcirc_plugins import LCIRCConfig
+    from lcirc_plugins.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="segment_encoder_layers"):
+        LCIRCConfig(segment_encoder_layers=-1)

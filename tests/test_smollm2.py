@@ -57,3 +57,20 @@ def test_missing_bundled_backbone_names_the_pip_command(monkeypatch):
 def test_missing_adapter_directory_is_a_clear_error(tmp_path):
     with pytest.raises(AdapterNotFoundError, match="does not exist"):
         LCIRCModel.from_pretrained(tmp_path / "nope", backbone="smollm2-135m-instruct")
+
+
+def test_the_untrained_fallback_is_built_like_the_default_adapter_recipe():
+    import json
+    from pathlib import Path
+
+    from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
+    from lcirc_plugins.model.loading import DEFAULT_ADAPTER_CONFIG, UntrainedAdapterWarning, load_model
+
+    recipe = json.loads((Path(__file__).resolve().parents[1] / "configs" / "stage1-smollm2.json").read_text())["adapter"]
+    assert {k: v for k, v in recipe.items() if k != "gate_init"} == DEFAULT_ADAPTER_CONFIG
+    if DEFAULT_ADAPTER_DIR.is_dir():
+        pytest.skip("a trained default adapter is shipped: its own adapter_config.json decides")
+    with pytest.warns(UntrainedAdapterWarning):
+        model = load_model("default")
+    assert {k: model.config.to_dict()[k] for k in DEFAULT_ADAPTER_CONFIG} == DEFAULT_ADAPTER_CONFIG
+    assert model.config.gate_init == 0.0  # closed gates: the backbone's own answers

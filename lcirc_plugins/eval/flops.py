@@ -24,7 +24,8 @@ Systems for a context of N tokens (target included) and decoder window M:
 
       perceiver_layer(L) = K*d*W + (L+K)*d*2W + 2*K*(L+K)*W + K*W*d + 2*K*d*F
 
-  The last segment holds C - (S-1)*L tokens. QD-LCIRC adds, per segment, a GCA mixer in which the K
+  An optional segment encoder (``segment_encoder_layers`` = E) adds ``E * (L*(4*d*W + 2*d*F) + 2*L^2*W)``
+  per segment. The last segment holds C - (S-1)*L tokens. QD-LCIRC adds, per segment, a GCA mixer in which the K
   latents read the Q query tokens (``K*d*W + 2*K*Q*W + K*W*d + 2*K*d*F``) plus one projection of the
   query's keys/values ``Q*d*2W``. In the decoder each of the G GCA blocks reads the S*K memory vectors::
 
@@ -90,13 +91,14 @@ class AdapterShape:
     self_attend: bool = True
     query_dependent: bool = False
     query_tokens: int = 0
+    segment_encoder_layers: int = 0
 
     @classmethod
     def from_config(cls, config: Any, hidden: int, num_layers: int, query_tokens: int = 0) -> AdapterShape:
         gca = config.gca_layers if config.gca_layers is not None else config.resolve_gca_layers(num_layers)
         return cls(
             hidden, config.segment_len, config.num_latents, config.perceiver_layers, config.head_dim, config.ffn_mult, len(gca),
-            config.perceiver_self_attend, config.query_dependent, query_tokens,
+            config.perceiver_self_attend, config.query_dependent, query_tokens, config.segment_encoder_layers,
         )  # fmt: skip
 
     @property
@@ -129,6 +131,12 @@ def _perceiver_layer_macs(a: AdapterShape, seg: int) -> int:
     return k * d * w + ctx * d * 2 * w + 2 * k * ctx * w + k * w * d + 2 * k * d * a.ffn
 
 
+def _segment_encoder_macs(a: AdapterShape, seg: int) -> int:
+    """Self-attention layers over one segment: projections, L x L attention, MLP."""
+    d, w = a.hidden, a.inner
+    return a.segment_encoder_layers * (seg * (4 * d * w + 2 * d * a.ffn) + 2 * seg * seg * w)
+
+
 def compression_flops(a: AdapterShape, compressed: int) -> int:
     """FLOPs to compress ``compressed`` tokens (Perceiver per segment, plus the QD mixer in QD mode)."""
     if compressed <= 0:
@@ -136,6 +144,7 @@ def compression_flops(a: AdapterShape, compressed: int) -> int:
     segments = math.ceil(compressed / a.segment_len)
     last = compressed - (segments - 1) * a.segment_len
     macs = a.perceiver_layers * ((segments - 1) * _perceiver_layer_macs(a, a.segment_len) + _perceiver_layer_macs(a, last))
+    macs += (segments - 1) * _segment_encoder_macs(a, a.segment_len) + _segment_encoder_macs(a, last)
     if a.query_dependent and a.query_tokens:
         d, w, k, q = a.hidden, a.inner, a.num_latents, a.query_tokens
         macs += q * d * 2 * w + segments * (k * d * w + 2 * k * q * w + k * w * d + 2 * k * d * a.ffn)

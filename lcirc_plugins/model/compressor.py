@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
+from .attention import CrossAttention, FeedForward
 from .config import LCIRCConfig
 from .gated_cross_attention import GatedCrossAttentionBlock
 from .perceiver import Perceiver
@@ -33,6 +34,29 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
+class SegmentEncoderLayer(nn.Module):
+    """Pre-norm self-attention and MLP over one segment's tokens, so each token's feature carries its context.
+
+    Why: raw token embeddings say nothing about neighbours, so a latent cannot tell the digits of a pass key
+    from other digits. The output projections start at zero, so a new layer is the identity.
+    """
+
+    def __init__(self, dim: int, head_dim: int, ffn_mult: float) -> None:
+        super().__init__()
+        self.attn_norm = nn.LayerNorm(dim, bias=False)
+        self.attn = CrossAttention(dim, dim, head_dim)
+        self.ffn_norm = nn.LayerNorm(dim, bias=False)
+        self.ffn = FeedForward(dim, ffn_mult)
+        nn.init.zeros_(self.attn.to_out.weight)
+        nn.init.zeros_(self.ffn.down.weight)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` [B, L, d], ``mask`` [B, L] (True = real token; padding is never attended to)."""
+        normed = self.attn_norm(x)
+        x = x + self.attn(normed, self.attn.project_context(normed), mask)
+        return x + self.ffn(self.ffn_norm(x))
+
+
 class RecurrentCompressor(nn.Module):
     def __init__(self, dim: int, config: LCIRCConfig) -> None:
         super().__init__()
@@ -41,6 +65,9 @@ class RecurrentCompressor(nn.Module):
         self.initial_latents = nn.Parameter(torch.randn(config.num_latents, dim) * 0.02)
         self.segment_positions = nn.Embedding(config.max_segment_len, dim)
         nn.init.normal_(self.segment_positions.weight, std=0.02)
+        self.segment_encoder = nn.ModuleList(
+            SegmentEncoderLayer(dim, config.head_dim, config.ffn_mult) for _ in range(config.segment_encoder_layers)
+        )
         self.perceiver = Perceiver(dim, config.perceiver_layers, config.head_dim, config.ffn_mult, config.perceiver_self_attend)
         # Books run to thousands of segments, so the order signal is a learned projection of sinusoids
         # rather than a table with a maximum length.
@@ -56,10 +83,14 @@ class RecurrentCompressor(nn.Module):
         """``h(0)`` for a batch: [B, K, d]."""
         return self.initial_latents.unsqueeze(0).expand(batch_size, -1, -1)
 
-    def segment_features(self, token_embeds: torch.Tensor) -> torch.Tensor:
-        """Frozen token embeddings [B, L, d] plus in-segment positions (so token order survives)."""
+    def segment_features(self, token_embeds: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Frozen token embeddings [B, L, d] plus in-segment positions (so token order survives), then the
+        optional segment encoder (``mask`` [B, L] marks real tokens)."""
         positions = torch.arange(token_embeds.shape[1], device=token_embeds.device)
-        return token_embeds + self.segment_positions(positions)
+        features = token_embeds + self.segment_positions(positions)
+        for layer in self.segment_encoder:
+            features = layer(features, mask)
+        return features
 
     def project_query(self, query_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys/values of the question for the QD mixer, computed once per compression."""
@@ -126,7 +157,7 @@ class RecurrentCompressor(nn.Module):
             active = [b for b in range(batch) if num_segments[b] > i]
             pieces = [sequences[b][i * segment_len : (i + 1) * segment_len] for b in active]
             ids, mask = _pad(pieces)
-            segment = self.segment_features(embed(ids))
+            segment = self.segment_features(embed(ids), mask)
             kv = None if query_kv is None else (query_kv[0][active], query_kv[1][active])
             qmask = None if query_mask is None else query_mask[active]
             new = self.step(state[active], segment, mask, kv, qmask)

@@ -42,6 +42,10 @@ class LCIRCConfig:
     perceiver_self_attend: bool = field(
         default=True, metadata={"help": "Latents also attend to themselves in the Perceiver (Flamingo's resampler)."}
     )
+    segment_encoder_layers: int = field(
+        default=0,
+        metadata={"help": "Self-attention layers over each segment's tokens before the Perceiver (contextual features; 0 = raw embeddings, as in the paper)."},
+    )
     head_dim: int = field(default=64, metadata={"help": "Size of one attention head in adapter attention."})
     ffn_mult: float = field(default=2.0, metadata={"help": "Width of adapter feed-forward blocks, as a multiple of d."})
     gca_every: int = field(default=5, metadata={"help": "Put a gated cross-attention block before every n-th decoder layer."})
@@ -65,6 +69,9 @@ class LCIRCConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        layers = self.segment_encoder_layers
+        if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
+            raise ConfigError(f"segment_encoder_layers must be an integer >= 0, got {layers!r}")
         if self.ffn_mult <= 0:
             raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
         if self.segment_len > self.max_segment_len:

@@ -25,8 +25,13 @@ class GatedCrossAttentionBlock(nn.Module):
         self.ffn_gate = nn.Parameter(torch.tensor([gate_init]))
 
     def project_memory(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys/values of the memory, computed once per call and reused at every decoding step."""
-        return self.attn.project_context(memory)
+        """Keys/values of the memory, computed once per call and reused at every decoding step.
+
+        Made contiguous once here: the projection's head split is a strided view, and attention kernels
+        would otherwise copy the whole memory again for every generated token.
+        """
+        k, v = self.attn.project_context(memory)
+        return k.contiguous(), v.contiguous()
 
     def attention_weights(
         self, x: torch.Tensor, memory_kv: tuple[torch.Tensor, torch.Tensor], memory_mask: torch.Tensor | None = None

@@ -14,9 +14,21 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import AdapterNotFoundError, ConfigError
 from .backbone import DEFAULT_BACKBONE
+from .config import LCIRCConfig
 from .lcirc_model import LCIRCModel
 
 UNTRAINED_SEED = 0
+# The default adapter's architecture (configs/stage1-smollm2.json trains it): 16 latents per 512-token segment and
+# 4 GCA blocks keep a 128K-token memory at 4,096 vectors, so answering costs little more than the window alone.
+DEFAULT_ADAPTER_CONFIG = {
+    "segment_len": 512,
+    "max_segment_len": 512,
+    "num_latents": 16,
+    "perceiver_layers": 2,
+    "ffn_mult": 1.0,
+    "gca_layers": [0, 10, 20, 29],
+    "query_dependent": True,
+}
 NO_ADAPTER_WARNING = (
     "no default adapter is shipped in this installation: using a fresh, untrained adapter on the backbone, "
     "so answers are the backbone's own; pass a trained adapter directory for QD-LCIRC answers"
@@ -38,6 +50,7 @@ def load_model(
     """``model`` when given; otherwise ``LCIRCModel.from_pretrained(adapter, backbone)``.
 
     ``adapter="default"`` while no default adapter is shipped falls back to ``LCIRCModel.from_backbone``
+    (with the default adapter's architecture on the default backbone)
     with an :class:`UntrainedAdapterWarning`: everything works end to end, and answers are the backbone's
     own (closed gates leave it unchanged) until a trained adapter is installed. The untrained adapter is
     initialised from a fixed seed, so it has the same fingerprint in every process and memories saved with
@@ -58,4 +71,5 @@ def load_model(
     with torch.random.fork_rng(devices=[]):  # a fixed seed without disturbing the caller's random state
         torch.manual_seed(UNTRAINED_SEED)
         chosen = backbone if backbone is not None else DEFAULT_BACKBONE
-        return LCIRCModel.from_backbone(chosen, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+        config = LCIRCConfig(**DEFAULT_ADAPTER_CONFIG) if chosen == DEFAULT_BACKBONE else None
+        return LCIRCModel.from_backbone(chosen, config, tokenizer=tokenizer, trust_remote_code=trust_remote_code)

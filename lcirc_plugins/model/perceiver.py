@@ -34,16 +34,30 @@ class PerceiverLayer(nn.Module):
         ``weights``, when a list, receives this layer's attention of each latent over the inputs, [B, K, L].
         """
         normed = self.latent_norm(latents)
-        context, mask = self.input_norm(inputs), input_mask
+        context = self.input_norm(inputs)
+        probs: list[torch.Tensor] | None = [] if weights is not None else None
+        if self.attn.absorbs_context(latents.shape[1]):
+            own = self.attn.project_context(normed) if self.self_attend else None
+            latents = latents + self.attn.attend_absorbed(normed, context, input_mask, own, probs)
+        else:
+            latents = latents + self._attend_projected(normed, context, input_mask, probs)
+        if weights is not None:  # provenance: how much each latent read each input token, averaged over heads
+            weights.append(probs[0].mean(dim=1))
+        return latents + self.ffn(self.ffn_norm(latents))
+
+    def _attend_projected(
+        self, normed: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None, probs: list[torch.Tensor] | None
+    ) -> torch.Tensor:
+        """Cross-attention over projected inputs (and latents), for many latents, where absorbing would cost more."""
+        num_inputs = context.shape[1]
         if self.self_attend:
             context = torch.cat([context, normed], dim=1)
             if mask is not None:
-                mask = torch.cat([mask, mask.new_ones(mask.shape[0], latents.shape[1])], dim=1)
+                mask = torch.cat([mask, mask.new_ones(mask.shape[0], normed.shape[1])], dim=1)
         kv = self.attn.project_context(context)
-        if weights is not None:  # provenance: how much each latent read each input token
-            weights.append(self.attn.weights(normed, kv, mask)[..., : inputs.shape[1]].mean(dim=1))
-        latents = latents + self.attn(normed, kv, mask)
-        return latents + self.ffn(self.ffn_norm(latents))
+        if probs is not None:
+            probs.append(self.attn.weights(normed, kv, mask)[..., :num_inputs])
+        return self.attn(normed, kv, mask)
 
 
 class Perceiver(nn.Module):
