@@ -26,12 +26,13 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
-from compression import corpus_text, cpu_seconds
+from compression import corpus_text, cpu_seconds, text_of_tokens
 from process_memory import current_rss_mib, peak_rss_mib, release_free_memory, reset_peak_rss
 from typing_extensions import Self
 
@@ -92,6 +93,20 @@ def minilm_flops(config: Any, tokens: int, chunk: int) -> int:
 # ----- workers ---------------------------------------------------------------------------------------
 
 
+def best_of(repeats: int, run: Callable[[], Any]) -> tuple[dict[str, Any], Any]:
+    """Run ``repeats`` times under :class:`Peak`: the fastest run's record (with the first run's peak, as later
+    runs reuse freed pages) and the last result."""
+    records, result = [], None
+    for _ in range(max(1, repeats)):
+        result = None  # free the previous result before running again
+        with Peak() as peak:
+            result = run()
+        records.append(peak.record())
+    best = {**min(records, key=lambda r: r["s"]), "runs_s": [r["s"] for r in records]}
+    best["peak_increase_mib"] = records[0]["peak_increase_mib"]
+    return best, result
+
+
 def lcirc_worker(chars: int, answer: bool, repeats: int) -> dict[str, Any]:
     """Build, QD recompression and (optionally) answer timings for one book size with the default adapter."""
     import warnings
@@ -123,43 +138,30 @@ def lcirc_worker(chars: int, answer: bool, repeats: int) -> dict[str, Any]:
     }
     text = book_text(chars)
     model.compress(text[:20_000])  # warm-up: fingerprint, kernel set-up
-    builds = []
-    for _ in range(repeats):
-        memory = None
-        with Peak() as peak:
-            memory = model.compress(text)
-        builds.append(peak.record())
-    result["build"] = {**min(builds, key=lambda r: r["s"]), "runs_s": [r["s"] for r in builds]}
-    result["build"]["peak_increase_mib"] = builds[0]["peak_increase_mib"]  # later runs reuse freed pages
+    build, memory = best_of(repeats, lambda: model.compress(text))
+    result["build"] = build
     result.update(tokens=memory.num_tokens, segments=memory.num_segments, vectors=memory.num_vectors)
 
     shape = DecoderShape.from_hf(model.backbone.config)
     query_tokens = len(model.query_ids(QUESTION))
+    plain = AdapterShape.from_config(model.config, shape.hidden, shape.layers)  # building reads no question
     adapter = AdapterShape.from_config(
         model.config, shape.hidden, shape.layers, query_tokens if model.config.query_dependent else 0
     )
-    result["build"]["flops"] = compression_flops(
-        AdapterShape.from_config(model.config, shape.hidden, shape.layers), memory.num_tokens
-    )
+    result["build"]["flops"] = compression_flops(plain, memory.num_tokens)
     # The paper's comparison: the whole book as context, read by full attention or by LCIRC (window + memory).
     result["flops_context"] = {
         "full": flops_full(shape, memory.num_tokens),
         "lcirc": flops_lcirc(shape, adapter, memory.num_tokens, model.config.window),
     }
 
-    qd = []
-    for _ in range(repeats):
-        with Peak() as peak:
-            features = model.memory_for_query(memory, QUESTION)
-        qd.append(peak.record())
+    qd, features = best_of(repeats, lambda: model.memory_for_query(memory, QUESTION))
     result["qd"] = {
-        **min(qd, key=lambda r: r["s"]),
-        "runs_s": [r["s"] for r in qd],
+        **qd,
         "query_dependent": model.config.query_dependent,
         "query_tokens": query_tokens,
         "flops": compression_flops(adapter, memory.num_tokens) if model.config.query_dependent else 0,
     }
-    result["qd"]["peak_increase_mib"] = qd[0]["peak_increase_mib"]
 
     if answer:
         ids = model.prompt_ids(QUESTION, NEW_TOKENS)
@@ -182,6 +184,7 @@ def lcirc_worker(chars: int, answer: bool, repeats: int) -> dict[str, Any]:
             "prompt_tokens": int(ids.shape[1]),
             "new_tokens": NEW_TOKENS,
             "peak_increase_mib": peak.increase_mib,
+            "rss_before_mib": peak.before,
         }
         for name, t in timings.items():
             first, full = statistics.median(t["first"]), statistics.median(t["full"])
@@ -267,20 +270,14 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def chars_for_sizes(sizes: list[int]) -> dict[int, int]:
-    """Characters of the corpus text that hold exactly N backbone tokens, for each N (one tokenization)."""
+    """Characters of the corpus text that hold exactly N backbone tokens, for each N."""
     from transformers import AutoTokenizer
 
-    from lcirc_plugins.data.segmentation import tokenize_with_offsets
     from lcirc_plugins.model.backbone import resolve_backbone
 
     location, gguf_file = resolve_backbone(BACKBONE)
     tokenizer = AutoTokenizer.from_pretrained(location, gguf_file=gguf_file)
-    text = corpus_text(max(sizes) * 5)
-    tokens = tokenize_with_offsets(tokenizer, text)
-    while len(tokens) < max(sizes):
-        text = corpus_text(len(text) * 2)
-        tokens = tokenize_with_offsets(tokenizer, text)
-    return {n: int(tokens.ends[n - 1]) for n in sizes}
+    return {n: len(text_of_tokens(tokenizer, n)) for n in sizes}
 
 
 def spawn(name: str, extra: list[str], timeout: float) -> dict[str, Any]:

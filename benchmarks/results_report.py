@@ -46,18 +46,17 @@ def prefill_fit(prefill: dict[Any, dict[str, Any]]) -> tuple[float, float] | Non
 
 def beyond_backbone_mib(r: dict[str, Any]) -> float:
     """Highest RSS any phase reached, minus the RSS after loading the model (backbone + adapter)."""
-    phases = [r[k] for k in ("build", "qd", "answer") if k in r and "rss_before_mib" in r[k]]
-    peaks = [p["rss_before_mib"] + p["peak_increase_mib"] for p in phases]
-    if "answer" in r:  # the answer phase records only its increase; it starts where the QD phase left off
-        peaks.append(r["qd"]["rss_before_mib"] + r["answer"]["peak_increase_mib"])
+    peaks = [r[k]["rss_before_mib"] + r[k]["peak_increase_mib"] for k in ("build", "qd", "answer") if k in r]
     return max(peaks) - r["rss_after_load_mib"]
 
 
 def verdicts(report: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for each issue-9 target; met is None when it was not measured."""
+    """(target, measured, met) for each issue-9 target; met is None when it was not measured.
+
+    Sizes are string keys, as in the JSON (``write_report`` round-trips the report through it).
+    """
     lcirc, vector = report["lcirc"], report["vector"]
-    big, mid = lcirc.get("1000000") or lcirc.get(1_000_000), lcirc.get("131072") or lcirc.get(131_072)
-    vbig = vector.get("1000000") or vector.get(1_000_000)
+    big, mid, vbig = lcirc.get("1000000"), lcirc.get("131072"), vector.get("1000000")
     out: list[tuple[str, str, bool | None]] = []
     if _ok(big) and _ok(vbig):
         ratio = vbig["build"]["s"] / big["build"]["s"]

@@ -17,6 +17,7 @@ def _lcirc(tokens: int, build_s: float, qd_s: float, ratio: float, rss_peak: flo
         "prompt_tokens": 40,
         "new_tokens": 64,
         "peak_increase_mib": 5.0,
+        "rss_before_mib": 1000.0,
         "memory": {"first_token_s": 0.3, "answer_s": 4.0 * ratio, "decode_tokens_per_s": 15.0},
         "window": {"first_token_s": 0.1, "answer_s": 4.0, "decode_tokens_per_s": 16.0},
         "ratio": ratio,

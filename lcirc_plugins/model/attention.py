@@ -69,10 +69,9 @@ class CrossAttention(nn.Module):
             scores = scores.masked_fill(~mask, float("-inf"))
         return scores.softmax(dim=-1)
 
-
     def absorbs_context(self, num_queries: int) -> bool:
-        """Whether :meth:`attend_absorbed` is cheaper than projecting the context (fewer query-heads than inner width)."""
-        return num_queries * self.num_heads < self.num_heads * self.head_dim
+        """Whether :meth:`attend_absorbed` is cheaper than projecting the context: K*H < H*head_dim (= W)."""
+        return num_queries < self.head_dim
 
     def attend_absorbed(
         self,
