@@ -352,4 +352,7 @@ def write_report(report: dict[str, Any], path: Path, figure_dir: Path, history_p
             "\n## Where the time goes (`benchmarks/profile_hot_paths.py`, torch.profiler at 128K tokens)\n\n"
             + profile_path.read_text(encoding="utf-8")
         )
+    layer_reader = profile_path.parent / "layer_reader_cost.md"  # written by layer_reader_cost.py
+    if layer_reader.is_file():
+        text = text.rstrip("\n") + "\n\n" + layer_reader.read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")

@@ -19,7 +19,7 @@ def test_a_prompt_longer_than_the_window_is_compressed_not_truncated(make_lcirc,
     assert prepared.input_tokens == len(ids), "every prompt token is either compressed or in the window"
     assert prepared.input_ids[0].tolist() == ids[-(256 - 16) :], "the window keeps the prompt's end (the question)"
     expected = model.adapter.compressor.compress(model.embed_tokens, [torch.tensor(ids[: prepared.compressed_tokens])], 32)[0]
-    assert torch.allclose(prepared.memory, expected)
+    assert torch.allclose(prepared.memory.features, expected)
 
 
 def test_a_short_prompt_needs_no_memory(make_lcirc):

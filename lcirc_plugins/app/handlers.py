@@ -30,8 +30,8 @@ from transformers import StoppingCriteria, StoppingCriteriaList
 from ..data.documents import SUPPORTED_EXTENSIONS, read_document
 from ..errors import LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
-from ..model.memory import CompressedMemory
-from ..model.provenance import evidence, memory_attention
+from ..model.memory import CompressedMemory, MemoryRows
+from ..model.provenance import evidence, memory_attention, segment_weights
 from ..passages import bm25_scores, passages, rank_passages
 from .library import BookEntry, Library, chapter_at, sanitize_filename
 
@@ -229,13 +229,13 @@ class _StopFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
-def _features(ctx: AppContext, keys: Sequence[str], question: str, mode: str) -> list[tuple[str, CompressedMemory, torch.Tensor]]:
+def _features(ctx: AppContext, keys: Sequence[str], question: str, mode: str) -> list[tuple[str, CompressedMemory, MemoryRows]]:
     """(key, memory, rows) for the chosen books in the order picked; rows are QD-recompressed in QD mode."""
     out = []
     for key in keys:
         memory = ctx.library.memory(key)
         qd = mode == QD_MODE and ctx.query_dependent
-        out.append((key, memory, ctx.model.memory_for_query(memory, question) if qd else memory.features))
+        out.append((key, memory, ctx.model.read_memories([memory], question, query_dependent=qd)))
     return out
 
 
@@ -269,7 +269,7 @@ def ask(
     try:
         ids = ctx.model.prompt_ids(question, int(max_new_tokens), history=earlier)
         books = _features(ctx, keys, question, mode)
-        features, tokens = torch.cat([rows for _, _, rows in books]), sum(m.num_tokens for _, m, _ in books)
+        features, tokens = MemoryRows.concat([rows for _, _, rows in books]), sum(m.num_tokens for _, m, _ in books)
     except Exception as err:  # LCIRCError is the user's; anything else must not end the session either
         if not isinstance(err, LCIRCError):
             log.exception("could not prepare an answer")
@@ -322,23 +322,23 @@ def _message_text(content: Any) -> str:
 
 
 def answer_provenance(
-    ctx: AppContext, books: list[tuple[str, CompressedMemory, torch.Tensor]], question: str, prompt_ids: torch.Tensor, answer: str
+    ctx: AppContext, books: list[tuple[str, CompressedMemory, MemoryRows]], question: str, prompt_ids: torch.Tensor, answer: str
 ) -> tuple[list[dict[str, Any]], str, Any]:
     """The passages the answer attended to most, over all chosen books (BM25 when the gates are closed)."""
     answer_ids = ctx.model.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    features = torch.cat([rows for _, _, rows in books])
+    features = MemoryRows.concat([rows for _, _, rows in books])
     weights = memory_attention(ctx.model, torch.cat([prompt_ids, answer_ids], dim=1), features)
     total = float(weights.sum())
     if total <= 0:
         return provenance(ctx, [key for key, _, _ in books], question)
     found, curves, offset = [], [], 0
     for key, memory, rows in books:
-        entry, share = ctx.library.get(key), weights[offset : offset + len(rows)]
-        offset += len(rows)
-        for e in evidence(ctx.model, memory, rows, share, top_k=ctx.top_k, question=question):
+        entry, share = ctx.library.get(key), weights[offset : offset + len(rows.features)]
+        offset += len(rows.features)
+        for e in evidence(ctx.model, memory, rows.features, share, top_k=ctx.top_k, question=question):
             record = _passage(entry, memory, e.segment, e.start, e.end, e.text)
             found.append({**record, "score": e.weight * float(share.sum()) / total})
-        per_segment = (share.view(-1, memory.num_latents).sum(dim=1) / total).tolist()
+        per_segment = (segment_weights(memory, share) / total).tolist()
         curves.append((entry.title, [100.0 * int(s) / max(memory.num_chars, 1) for s in memory.spans[:, 0]], per_segment))
     found.sort(key=lambda r: -r["score"])
     found = found[: ctx.top_k]

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
+from ..model.memory import MemoryRows
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
 from ..passages import bm25_scores
 from .flops import AdapterShape, DecoderShape, decoder_flops, flops_full, flops_lcirc, flops_truncated
@@ -57,7 +58,7 @@ class _Base:
     def window(self) -> int:
         return self.model.config.window
 
-    def _score(self, input_ids: list[int], num_targets: int, memory: torch.Tensor | None = None) -> float:
+    def _score(self, input_ids: list[int], num_targets: int, memory: MemoryRows | None = None) -> float:
         """Mean NLL of the last ``num_targets`` tokens of ``input_ids``."""
         if num_targets < 1 or len(input_ids) <= num_targets:
             raise ValueError("nll needs at least one context token and one target token")
@@ -88,7 +89,7 @@ class _Base:
                 return prompt
             keep = max(0, keep - (len(prompt) + max_new_tokens - limit) - 1)
 
-    def _generate(self, prompt: list[int], max_new_tokens: int, memory: torch.Tensor | None = None, compressed: int = 0) -> str:
+    def _generate(self, prompt: list[int], max_new_tokens: int, memory: MemoryRows | None = None, compressed: int = 0) -> str:
         prepared = PreparedPrompt(torch.tensor([prompt], dtype=torch.long), memory, compressed)
         return self.model.generate_text(prepared, max_new_tokens=max_new_tokens)[0]
 
@@ -227,17 +228,11 @@ class LCIRCSystem(_Base):
         self.name = "qd-lcirc" if self.use_query else "lcirc"
         self.adapter_shape = AdapterShape.from_config(model.config, self.shape.hidden, self.shape.layers)
 
-    def _compress(self, head: list[int], query: list[int]) -> torch.Tensor | None:
+    def _compress(self, head: list[int], query: list[int]) -> MemoryRows | None:
         if not head:
             return None
-        config, compressor = self.model.config, self.model.adapter.compressor
-        with torch.no_grad():
-            kv = None
-            if self.use_query and query:
-                kv = compressor.project_query(self.model.embed_tokens(torch.tensor([query[-config.max_query_tokens :]])))
-            return compressor.compress(
-                self.model.embed_tokens, [torch.tensor(head, dtype=torch.long)], config.segment_len, query_kv=kv
-            )[0]
+        query_ids = torch.tensor(query[-self.model.config.max_query_tokens :], dtype=torch.long) if self.use_query else None
+        return self.model.compress_ids(torch.tensor(head, dtype=torch.long), query_ids)
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)

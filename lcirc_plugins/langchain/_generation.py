@@ -19,7 +19,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from ..errors import ConfigError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
-from ..model.memory import CompressedMemory
+from ..model.memory import CompressedMemory, MemoryRows
 
 MemoryInput = CompressedMemory | Sequence[CompressedMemory] | None
 
@@ -119,11 +119,11 @@ def prepare(
     prepared = model.prepare_prompt(prompt, max_new_tokens=max_new_tokens)
     if not memories:
         return prepared
-    parts = [model.memory_for_query(m, query) for m in memories]
+    parts = [model.read_memories(memories, query)]
     if prepared.memory is not None:
-        parts.append(prepared.memory)
-    features = torch.cat([p.to(device=model.device, dtype=torch.float32) for p in parts])  # (S*K summed over parts, D)
-    return PreparedPrompt(prepared.input_ids, features, prepared.compressed_tokens + sum(m.num_tokens for m in memories))
+        parts.append(prepared.memory)  # the prompt's own compressed head comes last, right before its tail
+    rows = MemoryRows.concat(parts)
+    return PreparedPrompt(prepared.input_ids, rows, prepared.compressed_tokens + sum(m.num_tokens for m in memories))
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -295,8 +295,7 @@ class LCIRCLLM(LLM):
         ids = self._model.prompt_ids(question, max_new, self.system_prompt or DEFAULT_SYSTEM_PROMPT)
         if not memories:
             return PreparedPrompt(ids, None, 0)
-        features = torch.cat([self._model.memory_for_query(m, question) for m in memories])
-        return PreparedPrompt(ids, features, sum(m.num_tokens for m in memories))
+        return PreparedPrompt(ids, self._model.read_memories(memories, question), sum(m.num_tokens for m in memories))
 
     def answer(self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any) -> str:
         """Answer ``question`` from the memories of whole documents (QD-LCIRC)."""

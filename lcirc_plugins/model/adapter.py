@@ -21,6 +21,8 @@ from ..errors import AdapterMismatchError, CorruptFileError
 from .compressor import RecurrentCompressor
 from .config import LCIRCConfig
 from .gated_cross_attention import GatedCrossAttentionBlock
+from .layer_memory import LayerMemoryCompressor
+from .layer_reader import LayerReader, anatomy
 from .memory import tensors_sha256
 
 WEIGHTS_NAME = "adapter_model.safetensors"
@@ -28,15 +30,27 @@ SIGNATURE_KEYS = ("hidden_size", "num_hidden_layers", "vocab_size")
 
 
 class LCIRCAdapter(nn.Module):
-    def __init__(self, dim: int, gca_layers: list[int], config: LCIRCConfig) -> None:
+    """The compressor and one GCA block per chosen decoder layer (keyed by the layer's index).
+
+    With ``config.reader == "layer"`` the blocks are :class:`LayerReader` copies of the given decoder
+    ``layers``' own attention and the compressor makes per-layer slots (:class:`LayerMemoryCompressor`).
+    """
+
+    def __init__(self, dim: int, gca_layers: list[int], config: LCIRCConfig, layers: nn.ModuleList | None = None) -> None:
         super().__init__()
-        self.compressor = RecurrentCompressor(dim, config)
-        self.gca = nn.ModuleDict(
-            {str(i): GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init) for i in gca_layers}
-        )
+        self.reads_layers = config.reader == "layer"
+        if self.reads_layers:
+            if layers is None:
+                raise ValueError("the layer reader needs the backbone's decoder layers")
+            self.compressor: RecurrentCompressor | LayerMemoryCompressor = LayerMemoryCompressor(dim, config)
+            blocks: dict[str, nn.Module] = {str(i): LayerReader(anatomy(layers[i]), config.lora_rank, config.gate_init) for i in gca_layers}
+        else:
+            self.compressor = RecurrentCompressor(dim, config)
+            blocks = {str(i): GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init) for i in gca_layers}
+        self.gca = nn.ModuleDict(blocks)
         self._fingerprint: tuple[tuple[int, ...], str] | None = None
 
-    def blocks(self) -> dict[int, GatedCrossAttentionBlock]:
+    def blocks(self) -> dict[int, GatedCrossAttentionBlock | LayerReader]:
         return {int(i): block for i, block in self.gca.items()}  # type: ignore[misc]
 
     def fingerprint(self) -> str:

@@ -21,6 +21,7 @@ CONFIG_NAME = "adapter_config.json"
 FORMAT_VERSION = 1
 
 # Keys that only describe where an adapter came from; anything else unknown could change the architecture.
+READERS = ("paper", "layer")
 _INFORMATIONAL_KEYS = {"format_version", "lcirc_plugins_version", "backbone"}
 
 
@@ -59,12 +60,35 @@ class LCIRCConfig:
     gate_init: float = field(
         default=0.0, metadata={"help": "Initial value of the tanh gates. 0 leaves the backbone exactly unchanged; non-zero only for tests."}
     )
+    reader: str = field(
+        default="paper",
+        metadata={
+            "help": "How decoder layers read the memory. 'paper': LCIRC's Perceiver memory of d-vectors read by new GCA blocks "
+            "(the paper's configuration). 'layer': each GCA layer reads slots of its own normed input states through a copy "
+            "of its own self-attention with RoPE positions (tied to the frozen weights, trained by a LoRA delta)."
+        },
+    )
+    lora_rank: int = field(default=8, metadata={"help": "'layer' reader: rank of the trained delta on the copied q/k/v/o projections (0: none)."})
+    tokens_per_slot: int = field(
+        default=1, metadata={"help": "'layer' reader: consecutive tokens pooled into one memory slot (1: uncompressed; 32: K = 16 per 512 tokens)."}
+    )
+    slot_correction: bool = field(
+        default=False,
+        metadata={"help": "'layer' reader: the Perceiver recurrence corrects each pooled slot (a learned read-out over the segment, gated from 0)."},
+    )
+    slot_selection: bool = field(
+        default=False,
+        metadata={
+            "help": "'layer' reader: each segment keeps the states of its K most salient tokens at their own positions instead of "
+            "pooled windows; the salience scorer is trained to match the backbone's own attention (TrainConfig.salience_distill)."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
 
     def __post_init__(self) -> None:
-        positive = ["segment_len", "max_segment_len", "num_latents", "perceiver_layers", "head_dim", "gca_every", "order_dim", "max_query_tokens", "window"]
+        positive = ["segment_len", "max_segment_len", "num_latents", "tokens_per_slot", "perceiver_layers", "head_dim", "gca_every", "order_dim", "max_query_tokens", "window"]
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -72,6 +96,12 @@ class LCIRCConfig:
         layers = self.segment_encoder_layers
         if not isinstance(layers, int) or isinstance(layers, bool) or layers < 0:
             raise ConfigError(f"segment_encoder_layers must be an integer >= 0, got {layers!r}")
+        if self.reader not in READERS:
+            raise ConfigError(f"reader must be one of {READERS}, got {self.reader!r}")
+        if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
+            raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
+        if self.slot_selection and self.slot_correction:
+            raise ConfigError("slot_selection keeps exact token states; it cannot be combined with slot_correction")
         if self.ffn_mult <= 0:
             raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
         if self.segment_len > self.max_segment_len:
@@ -93,6 +123,8 @@ class LCIRCConfig:
             if bad:
                 raise ConfigError(f"gca_layers {bad} are out of range for a backbone with {num_layers} decoder layers")
             return list(self.gca_layers)
+        if self.reader == "layer":  # the layers where the model copies: the last three quarters (E5 used 8-29 of 30)
+            return list(range(num_layers - (3 * num_layers) // 4, num_layers))
         return sorted(set(range(0, num_layers, self.gca_every)) | {num_layers - 1})
 
     def to_dict(self) -> dict[str, Any]:

@@ -10,8 +10,9 @@ task, so concurrent requests never see each other's memory.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import contextvars
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ..errors import UnsupportedBackboneError
 from .gated_cross_attention import GatedCrossAttentionBlock
+from .layer_reader import LayerReader, RotaryTables
+
+MemoryRotary = Callable[[int, torch.Tensor, torch.Tensor], RotaryTables]
 
 
 @dataclass
@@ -28,8 +32,10 @@ class _Conditioning:
     """The memory of one call, and the K/V each GCA block projected from it (computed once per call)."""
 
     owner: MemoryInjector
-    memory: torch.Tensor
+    memory: torch.Tensor  # [B, N, d], or [B, N, M, d] for the layer reader (one state per memory layer)
     mask: torch.Tensor | None
+    positions: torch.Tensor | None = None  # [B, N] RoPE positions of the memory slots (layer reader)
+    bias: torch.Tensor | None = None  # [B, N] QD relevance of each slot, added to attention logits (layer reader)
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     calls: int = 0
     # Provenance: per GCA layer, the attention mass each memory vector received, [B, N], scaled by |tanh(gate)|.
@@ -80,15 +86,43 @@ def find_decoder_layers(backbone: nn.Module, path: str | None = None) -> nn.Modu
 
 
 class MemoryInjector:
-    """Attaches GCA blocks before chosen decoder layers with forward pre-hooks."""
+    """Attaches GCA blocks before chosen decoder layers with forward pre-hooks.
 
-    def __init__(self, layers: nn.ModuleList, blocks: dict[int, GatedCrossAttentionBlock]) -> None:
+    ``rotary(layer, positions, like)`` gives the RoPE tables of memory positions for a layer, for
+    :class:`LayerReader` blocks on backbones whose layers receive ``position_embeddings``.
+    """
+
+    def __init__(
+        self,
+        layers: nn.ModuleList,
+        blocks: dict[int, GatedCrossAttentionBlock | LayerReader],
+        rotary: MemoryRotary | None = None,
+    ) -> None:
         self.layers = layers
         self.blocks = blocks
+        self.rotary = rotary
+        self.memory_index = {layer: i for i, layer in enumerate(sorted(blocks))}  # layer reader: which memory layer
         self._handles = [layers[i].register_forward_pre_hook(self._hook(i), with_kwargs=True) for i in sorted(blocks)]
+
+    def _memory_kv(self, index: int, state: _Conditioning, query_rotary: RotaryTables | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The block's keys/values of the memory, projected on the first call and kept for the rest of it."""
+        if index not in state.kv:
+            block = self.blocks[index]
+            if isinstance(block, LayerReader):
+                memory = state.memory[:, :, self.memory_index[index]]
+                rotary = None
+                if query_rotary is not None:
+                    if self.rotary is None or state.positions is None:
+                        raise UnsupportedBackboneError("this backbone's layers use rotary positions, but the memory has none")
+                    rotary = self.rotary(index, state.positions, query_rotary[0])
+                state.kv[index] = block.project_memory(memory, rotary)
+            else:
+                state.kv[index] = block.project_memory(state.memory.to(block.attn_gate.dtype))
+        return state.kv[index]
 
     def _hook(self, index: int):
         block = self.blocks[index]
+        reads_layer = isinstance(block, LayerReader)
 
         def pre_hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
             state = _ACTIVE.get()
@@ -96,14 +130,16 @@ class MemoryInjector:
                 return None
             positional = bool(args)
             hidden = args[0] if positional else kwargs["hidden_states"]
-            if index not in state.kv:
-                state.kv[index] = block.project_memory(state.memory.to(block.attn_gate.dtype))
+            # The decoder's own query positions (never a recount, so cached generation stays exact).
+            rotary = kwargs.get("position_embeddings") if reads_layer else None
+            kv = self._memory_kv(index, state, rotary)
+            extra = (rotary, state.bias) if reads_layer else ()
             state.calls += 1
             hidden_in = hidden.to(block.attn_gate.dtype)
             if state.attention is not None:
-                weights = block.attention_weights(hidden_in, state.kv[index], state.mask).mean(dim=(1, 2))
+                weights = block.attention_weights(hidden_in, kv, state.mask, *extra).mean(dim=(1, 2))
                 state.attention[index] = weights * torch.tanh(block.attn_gate).abs()
-            out = block(hidden_in, state.kv[index], state.mask).to(hidden.dtype)
+            out = block(hidden_in, kv, state.mask, *extra).to(hidden.dtype)
             if positional:
                 return (out, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": out}
@@ -112,13 +148,19 @@ class MemoryInjector:
 
     @contextlib.contextmanager
     def conditioned(
-        self, memory: torch.Tensor | None, mask: torch.Tensor | None = None, record_attention: bool = False
+        self,
+        memory: torch.Tensor | None,
+        mask: torch.Tensor | None = None,
+        positions: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        record_attention: bool = False,
     ) -> Iterator[_Conditioning | None]:
-        """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d].
+        """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d] ([B, N, M, d], RoPE
+        ``positions`` [B, N] and an optional QD relevance ``bias`` [B, N] for the layer reader).
 
         With ``record_attention`` the yielded state's ``attention`` collects what each GCA layer read.
         """
-        state = None if memory is None else _Conditioning(self, memory if memory.dim() == 3 else memory.unsqueeze(0), mask)
+        state = None if memory is None else _Conditioning(self, memory, mask, positions, bias)
         if state is not None and record_attention:
             state.attention = {}
         token = _ACTIVE.set(state)
@@ -132,3 +174,27 @@ class MemoryInjector:
         for handle in self._handles:
             handle.remove()
         self._handles = []
+
+
+def memory_rotary(backbone: nn.Module, layers: nn.ModuleList) -> MemoryRotary | None:
+    """RoPE tables at memory positions, from the backbone's own rotary module (None if it has none).
+
+    The tables come from the same module that gives the decoder its query positions, so memory keys and
+    queries rotate alike; Gemma 3's per-layer-type tables are chosen by the layer's ``attention_type``.
+    """
+    rotaries = [m for m in backbone.modules() if type(m).__name__.endswith("RotaryEmbedding")]
+    if not rotaries:
+        return None
+    rotary = rotaries[0]
+    takes_layer_type = "layer_type" in inspect.signature(rotary.forward).parameters
+
+    def tables(layer: int, positions: torch.Tensor, like: torch.Tensor) -> RotaryTables:
+        extra = {}
+        if takes_layer_type:
+            extra["layer_type"] = getattr(layers[layer], "attention_type", None) or getattr(
+                getattr(layers[layer], "self_attn", None), "layer_type", None
+            )
+        cos, sin = rotary(like, positions.to(like.device), **extra)
+        return cos, sin
+
+    return tables

@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -20,13 +20,14 @@ from ..errors import AdapterNotFoundError, EmptyInputError, InputTooLongError, L
 from .adapter import LCIRCAdapter, check_signature, load_adapter_weights, save_adapter
 from .backbone import DEFAULT_BACKBONE, backbone_signature, load_backbone, prepare_backbone
 from .config import LCIRCConfig
-from .injection import MemoryInjector, find_decoder_layers
-from .memory import CompressedMemory
+from .injection import MemoryInjector, find_decoder_layers, memory_rotary
+from .layer_memory import slots_in
+from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
 Progress = bool | Callable[[int, int], None]
-MemoryLike = CompressedMemory | torch.Tensor | Sequence[CompressedMemory] | None
+MemoryLike = CompressedMemory | MemoryRows | torch.Tensor | Sequence[CompressedMemory | MemoryRows] | None
 
 
 class LCIRCModel(nn.Module):
@@ -59,8 +60,10 @@ class LCIRCModel(nn.Module):
         self.backbone_name = backbone_name or str(getattr(backbone.config, "_name_or_path", ""))
         dim = backbone.get_input_embeddings().weight.shape[1]
         device = backbone.get_input_embeddings().weight.device
-        self.adapter = LCIRCAdapter(dim, config.gca_layers, config).to(device=device, dtype=adapter_dtype)
-        self.injector = MemoryInjector(layers, self.adapter.blocks())
+        self.adapter = LCIRCAdapter(dim, config.gca_layers, config, layers).to(device=device, dtype=adapter_dtype)
+        rotary = memory_rotary(backbone, layers) if self.adapter.reads_layers else None
+        self.injector = MemoryInjector(layers, self.adapter.blocks(), rotary)
+        self._decoder_layers = [layers]  # a list, so the backbone's layers are not registered twice
         self.signature = {**backbone_signature(backbone, tokenizer), "name_or_path": self.backbone_name}
 
     # ----- construction and checkpoints -------------------------------------------------------------
@@ -148,11 +151,18 @@ class LCIRCModel(nn.Module):
 
     # ----- compression ------------------------------------------------------------------------------
 
+    @property
+    def slots_per_segment(self) -> int:
+        """Memory rows one full segment becomes (K): latents (paper reader) or pooled windows (layer reader)."""
+        if self.adapter.reads_layers:
+            return -(-self.config.segment_len // self.config.tokens_per_slot)
+        return self.config.num_latents
+
     def embed_tokens(self, ids: torch.Tensor) -> torch.Tensor:
         """Frozen input embeddings of token ids, in the adapter's dtype (segment features, no LM pass)."""
         with torch.no_grad():
             embeds = self.backbone.get_input_embeddings()(ids.to(self.device))
-        return embeds.to(self.adapter.compressor.initial_latents.dtype)
+        return embeds.to(self.adapter_dtype)
 
     def compress(
         self,
@@ -183,7 +193,7 @@ class LCIRCModel(nn.Module):
 
         memories = list(memories) if memories is not None else [None] * len(texts)
         metadata = list(metadata) if metadata is not None else [None] * len(texts)
-        L, K = self.config.segment_len, self.config.num_latents
+        L, K = self.config.segment_len, self.slots_per_segment
         jobs = []
         for text, memory in zip(texts, memories):
             validate_text(text)
@@ -209,7 +219,7 @@ class LCIRCModel(nn.Module):
                 raise LCIRCError(f"memory was made with segment_len={memory.segment_len}, the model uses {L}")
             tail = memory.token_ids[full * L :].long()
             tail_start, tail_end = memory.spans[full].tolist() if len(tail) else (0, 0)
-            state = memory.features[(full - 1) * K : full * K] if full else None
+            state = memory.features[(full - 1) * K : full * K] if full and not memory.reads_layers else None
             jobs.append(
                 {
                     "ids": torch.cat([tail, tokens.ids]),
@@ -221,20 +231,21 @@ class LCIRCModel(nn.Module):
                     "chars": memory.num_chars + len(text),
                 }
             )
-        initial = self.adapter.compressor.initial_latents.detach()
-        states = torch.stack([(j["state"] if j["state"] is not None else initial).to(initial) for j in jobs])
         total = sum(len(j["ids"]) for j in jobs)
         with _progress_bar(progress, total, "Compressing") as advance, torch.no_grad():
-            features = self.adapter.compressor.compress(
-                self.embed_tokens, [j["ids"] for j in jobs], L, states=states, on_segment=advance
-            )
+            if self.adapter.reads_layers:
+                made = [self._compress_layer_job(job, advance) for job in jobs]
+            else:
+                made = [{"features": f} for f in self._compress_paper_jobs(jobs, advance)]
         results = []
-        for job, new, meta in zip(jobs, features, metadata):
+        for job, out, meta in zip(jobs, made, metadata):
             base: CompressedMemory | None = job["base"]
             kept = job["kept"]
             spans = segment_spans(job["starts"], job["ends"], L)
+            new = out["features"]
             if base is not None:
-                new = torch.cat([base.features[: kept * K].to(new), new])
+                if not self.adapter.reads_layers:
+                    new = torch.cat([base.features[: kept * K].to(new), new])
                 spans = torch.cat([base.spans[:kept], spans])
                 ids = torch.cat([base.token_ids[: kept * L].long(), job["ids"]])
                 meta = {**base.metadata, **(meta or {})}
@@ -251,9 +262,117 @@ class LCIRCModel(nn.Module):
                     adapter_fingerprint=self.adapter_fingerprint,
                     backbone=dict(self.signature),
                     metadata=dict(meta or {}),
+                    positions=out.get("positions"),
+                    latents=out.get("latents"),
                 )
             )
         return results
+
+    def _compress_paper_jobs(self, jobs: list[dict[str, Any]], advance: Callable[[int], None]) -> list[torch.Tensor]:
+        """The paper reader's batched recurrence over token embeddings, each job from its own state."""
+        initial = self.adapter.compressor.initial_latents.detach()
+        states = torch.stack([(j["state"] if j["state"] is not None else initial).to(initial) for j in jobs])
+        return self.adapter.compressor.compress(
+            self.embed_tokens, [j["ids"] for j in jobs], self.config.segment_len, states=states, on_segment=advance
+        )
+
+    # ----- the layer reader's memory ---------------------------------------------------------------
+
+    @torch.no_grad()
+    def segment_states(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """One frozen forward over segments [B, L]: each memory layer's normed input states, [B, L, M, d].
+
+        The layer reader's memory lives in these spaces. The forward stops once the last memory layer's
+        input is taken: the layers above it and the LM head are never run.
+        """
+        layers, memory_layers, blocks = self._decoder_layers[0], self.config.gca_layers, self.adapter.blocks()
+        captured: dict[int, torch.Tensor] = {}
+
+        def capture(index: int):
+            def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+                captured[index] = blocks[index].parts.norm(args[0] if args else kwargs["hidden_states"])
+                if index == memory_layers[-1]:
+                    raise _StopForward
+
+            return hook
+
+        handles = [layers[i].register_forward_pre_hook(capture(i), with_kwargs=True) for i in memory_layers]
+        try:
+            self.backbone.base_model(input_ids=ids.to(self.device), attention_mask=mask, use_cache=False)
+        except _StopForward:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return torch.stack([captured[i] for i in memory_layers], dim=2).to(self.adapter_dtype)  # (B, L, M, d)
+
+    def compress_layer_segments(
+        self,
+        segments: Sequence[torch.Tensor],
+        state: torch.Tensor | None = None,
+        *,
+        grad_steps: set[int] | None = None,
+        on_segment: Callable[[int], None] | None = None,
+    ) -> LayerCompression:
+        """The layer reader's recurrence over token segments [B, L_i] (one frozen forward each).
+
+        Steps outside ``grad_steps`` run without a graph, which cuts the recurrence there (truncated/selective
+        BPTT).
+        """
+        compressor = self.adapter.compressor
+        state = compressor.initial_state(segments[0].shape[0]) if state is None else state
+        slots, centres, latents, scores, offset = [], [], [], [], 0
+        for i, ids in enumerate(segments):
+            states = self.segment_states(ids)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)):
+                new, where, state = compressor.step(state, states)
+                if compressor.salience is not None and torch.is_grad_enabled():
+                    scores.append(compressor.scores(states))
+            slots.append(new)
+            centres.append(where + offset)
+            if state is not None:
+                latents.append(state)
+            offset += ids.shape[1]
+            if on_segment is not None:
+                on_segment(int(ids.numel()))
+        return LayerCompression(torch.cat(slots, dim=1), torch.cat(centres, dim=1), latents, torch.cat(scores, dim=1) if scores else None)
+
+    def _compress_layer_job(self, job: dict[str, Any], on_segment: Callable[[int], None]) -> dict[str, torch.Tensor]:
+        """Slots, positions and latents of one text (continuing ``job['base']`` from its last full segment)."""
+        L, base, kept = self.config.segment_len, job["base"], job["kept"]
+        k_lat = getattr(self.adapter.compressor, "num_latents", 0)
+        state = None
+        if base is not None and kept and base.latents is not None:
+            state = base.latents[(kept - 1) * k_lat : kept * k_lat][None].to(self.device, self.adapter_dtype)
+        segments = [piece[None] for piece in torch.split(job["ids"], L)]
+        slots, centres, latents, _ = self.compress_layer_segments(segments, state, on_segment=on_segment)
+        features, positions = slots[0].float().cpu(), centres[0].float().cpu() + kept * L
+        stacked = torch.cat([s[0] for s in latents]).float().cpu() if latents else None
+        if base is not None:
+            rows = slots_in(kept * L, L, self.config.tokens_per_slot)
+            features = torch.cat([base.features[:rows], features])
+            positions = torch.cat([base.positions[:rows], positions])
+            if stacked is not None and base.latents is not None:
+                stacked = torch.cat([base.latents[: kept * k_lat], stacked])
+        return {"features": features, "positions": positions, "latents": stacked}
+
+    @torch.no_grad()
+    def compress_ids(self, ids: torch.Tensor, query_ids: torch.Tensor | None = None) -> MemoryRows:
+        """Token ids [N] straight to the rows a prompt reads (placed right before it), QD on ``query_ids``.
+
+        For text that is compressed for one prompt and not kept (an overlong prompt's head, evaluation).
+        """
+        compressor = self.adapter.compressor
+        query = None if query_ids is None or not len(query_ids) else query_ids[None]
+        kv = compressor.project_query(self.embed_tokens(query)) if query is not None else None
+        if not self.adapter.reads_layers:
+            return MemoryRows(compressor.compress(self.embed_tokens, [ids], self.config.segment_len, query_kv=kv)[0], None, len(ids))
+        segments = [piece[None] for piece in torch.split(ids, self.config.segment_len)]
+        slots, centres, latents, _ = self.compress_layer_segments(segments)
+        bias = None
+        if compressor.query_mixer is not None:
+            bias = compressor.slot_bias(compressor.slot_latents(latents, [s.shape[1] for s in segments], slots), kv)[0].cpu()
+        return MemoryRows(slots[0].float().cpu(), centres[0].float().cpu() - len(ids), len(ids), bias)
 
     def query_ids(self, question: str) -> torch.Tensor:
         """The question's token ids that condition QD compression (its first ``max_query_tokens``)."""
@@ -263,7 +382,8 @@ class LCIRCModel(nn.Module):
     def memory_for_query(self, memory: CompressedMemory, question: str | None, *, progress: Progress = False) -> torch.Tensor:
         """The features the decoder should read for ``question``: QD recompression when configured."""
         memory.check_compatible(self.adapter_fingerprint, self.signature)
-        if not (self.config.query_dependent and question):
+        if not (self.config.query_dependent and question) or self.adapter.reads_layers:
+            # The layer reader's question enters at reading time: the copied heads attend from the prompt.
             return memory.features
         query = self.query_ids(question)
         if len(query) == 0:
@@ -275,45 +395,98 @@ class LCIRCModel(nn.Module):
                 self.embed_tokens, [memory.token_ids.long()], memory.segment_len, query_kv=kv, on_segment=advance
             )[0]
 
-    def memory_states(self, memory: MemoryLike) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """What the GCA blocks attend to: features plus the order signal, [B, N, d], and a padding mask."""
+    def read_memories(
+        self, memories: Sequence[CompressedMemory], question: str | None = None, *, query_dependent: bool = True
+    ) -> MemoryRows | None:
+        """The rows one prompt reads from several memories, in order (QD-recompressed for ``question``)."""
+        if not memories:
+            return None
+        parts = []
+        for memory in memories:
+            if self.adapter.reads_layers:
+                bias = self.slot_bias(memory, question if query_dependent else None)
+                parts.append(MemoryRows.of(memory, bias=bias))
+            else:
+                parts.append(MemoryRows.of(memory, self.memory_for_query(memory, question) if query_dependent else None))
+        return MemoryRows.concat(parts)
+
+    @torch.no_grad()
+    def slot_bias(self, memory: CompressedMemory, question: str | None) -> torch.Tensor | None:
+        """The layer reader's QD step for ``question``: each stored slot latent reads it and scores its slot, [N].
+
+        No pass over the book: only the memory's latents and the question's embeddings are read.
+        """
+        memory.check_compatible(self.adapter_fingerprint, self.signature)
+        if getattr(self.adapter.compressor, "query_mixer", None) is None:
+            return None
+        latents = memory.slot_latents()
+        latents = memory.features[:, 0] if latents is None else latents
+        query = self.query_ids(question) if question else torch.zeros(0, dtype=torch.long)
+        kv = self.adapter.compressor.project_query(self.embed_tokens(query[None])) if len(query) else None
+        return self.adapter.compressor.slot_bias(latents[None].to(self.device, self.adapter_dtype), kv)[0].float().cpu()
+
+    def memory_states(self, memory: MemoryLike) -> MemoryBatch:
+        """What the GCA blocks attend to: rows [B, N, d] (plus the order signal) or [B, N, M, d] for the layer
+        reader, a padding mask [B, N] (None when nothing is padded), and for the layer reader RoPE positions
+        [B, N] and the QD relevance bias [B, N] (or None)."""
         if memory is None:
-            return None, None
-        if isinstance(memory, CompressedMemory):
-            memory.check_compatible(self.adapter_fingerprint, self.signature)
-            memory = memory.features
-        if isinstance(memory, torch.Tensor):
-            features = memory.to(self.device, self.adapter.compressor.initial_latents.dtype)
-            return self.adapter.compressor.memory_states(features if features.dim() == 3 else features[None]), None
-        rows = [m.features if isinstance(m, CompressedMemory) else m for m in memory]
-        for m in memory:
+            return MemoryBatch(None, None, None, None)
+        items = [memory] if isinstance(memory, (CompressedMemory, MemoryRows, torch.Tensor)) else list(memory)
+        rows = []
+        for m in items:
             if isinstance(m, CompressedMemory):
                 m.check_compatible(self.adapter_fingerprint, self.signature)
-        longest = max(len(r) for r in rows)
-        dim = rows[0].shape[-1]
-        features = torch.zeros(len(rows), longest, dim, device=self.device)
-        mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=self.device)
-        for i, r in enumerate(rows):
-            features[i, : len(r)] = r.to(features)
-            mask[i, : len(r)] = True
-        return self.adapter.compressor.memory_states(features), mask
+                m = MemoryRows.of(m)
+            rows.append(m if isinstance(m, MemoryRows) else MemoryRows(m))
+        dtype = self.adapter_dtype
+        if self.adapter.reads_layers and any(r.positions is None for r in rows):
+            raise LCIRCError("the layer reader needs memory rows with positions: pass a CompressedMemory or MemoryRows")
+        batched = len(rows) == 1 and rows[0].features.dim() == (4 if self.adapter.reads_layers else 3)
+        if batched:  # one batch of training memories, all the same length
+            first = rows[0]
+            features, positions, bias, mask = first.features.to(self.device, dtype), first.positions, first.bias, None
+        else:
+            longest = max(len(r.features) for r in rows)
+            features = torch.zeros(len(rows), longest, *rows[0].features.shape[1:], device=self.device, dtype=dtype)
+            mask = torch.zeros(len(rows), longest, dtype=torch.bool, device=self.device)
+            positions = torch.zeros(len(rows), longest, device=self.device) if self.adapter.reads_layers else None
+            has_bias = any(r.bias is not None for r in rows)
+            bias = torch.zeros(len(rows), longest, device=self.device, dtype=dtype) if has_bias else None
+            for i, r in enumerate(rows):
+                features[i, : len(r.features)] = r.features.to(features)
+                mask[i, : len(r.features)] = True
+                if positions is not None:
+                    positions[i, : len(r.features)] = r.positions.to(positions)
+                if bias is not None and r.bias is not None:
+                    bias[i, : len(r.features)] = r.bias.to(bias)
+            mask = None if bool(mask.all()) else mask
+        if positions is not None:
+            positions = positions.to(self.device, torch.float32).reshape(features.shape[0], -1)
+        if bias is not None:
+            bias = bias.to(self.device).reshape(features.shape[0], -1)
+        if not self.adapter.reads_layers:
+            features = self.adapter.compressor.memory_states(features)
+        return MemoryBatch(features, mask, positions, bias)
+
+    @property
+    def adapter_dtype(self) -> torch.dtype:
+        return self.adapter.blocks()[self.config.gca_layers[0]].attn_gate.dtype
 
     # ----- decoding ---------------------------------------------------------------------------------
 
     def forward(self, input_ids: torch.Tensor, memory: MemoryLike = None, **kwargs: Any) -> Any:
         """The backbone's forward (``labels=`` gives ``out.loss``) with the memory injected."""
-        states, mask = self.memory_states(memory)
-        with self.injector.conditioned(states, mask):
+        with self.injector.conditioned(*self.memory_states(memory)):
             return self.backbone(input_ids=input_ids.to(self.device), **kwargs)
 
     def generate(self, input_ids: torch.Tensor, memory: MemoryLike = None, **kwargs: Any) -> torch.Tensor:
         """``backbone.generate`` with a memory that stays fixed for the whole call (KV cache stays valid)."""
-        states, mask = self.memory_states(memory)
+        batch = self.memory_states(memory)
         kwargs.setdefault(
             "pad_token_id",
             self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id,
         )
-        with self.injector.conditioned(states, mask):
+        with self.injector.conditioned(*batch):
             return self.backbone.generate(input_ids=input_ids.to(self.device), **kwargs)
 
     def prompt_ids(
@@ -348,8 +521,8 @@ class LCIRCModel(nn.Module):
         self, question: str, memory: CompressedMemory | None, max_new_tokens: int, system_prompt: str | None
     ) -> PreparedPrompt:
         ids = self.prompt_ids(question, max_new_tokens, system_prompt)
-        features = None if memory is None else self.memory_for_query(memory, question)
-        return PreparedPrompt(ids, features, 0 if memory is None else memory.num_tokens)
+        rows = None if memory is None else self.read_memories([memory], question)
+        return PreparedPrompt(ids, rows, 0 if memory is None else memory.num_tokens)
 
     def answer(
         self,
@@ -404,12 +577,9 @@ class LCIRCModel(nn.Module):
         if len(ids) <= budget:
             return PreparedPrompt(torch.tensor([ids]), None, 0)
         head, tail = torch.tensor(ids[:-budget]), torch.tensor(ids[-budget:])
-        compressor = self.adapter.compressor
-        with torch.no_grad():
-            query = tail[-self.config.max_query_tokens :][None]
-            kv = compressor.project_query(self.embed_tokens(query)) if self.config.query_dependent else None
-            features = compressor.compress(self.embed_tokens, [head], self.config.segment_len, query_kv=kv)[0]
-        return PreparedPrompt(tail[None], features, len(head))
+        query = tail[-self.config.max_query_tokens :] if self.config.query_dependent else None
+        rows = self.compress_ids(head, query)
+        return PreparedPrompt(tail[None], rows, len(head))
 
     def generate_text(self, prepared: PreparedPrompt, *, max_new_tokens: int = 128, **generate_kwargs: Any) -> tuple[str, int]:
         """Generate from a prepared prompt; returns the text and the number of new tokens."""
@@ -446,12 +616,39 @@ class LCIRCModel(nn.Module):
             raise errors[0]
 
 
+class LayerCompression(NamedTuple):
+    """The layer reader's compression of some segments.
+
+    ``slots`` [B, N, M, d]; ``centres`` [B, N] token positions from the first segment's start; ``latents``
+    after every step [B, K_lat, d] (empty without slot correction; slot k of a segment was made by its
+    latent k); ``scores`` [B, tokens] salience logits of every token (slot selection, with gradients only).
+    """
+
+    slots: torch.Tensor
+    centres: torch.Tensor
+    latents: list[torch.Tensor]
+    scores: torch.Tensor | None
+
+
+class MemoryBatch(NamedTuple):
+    """The arguments of ``MemoryInjector.conditioned``: rows, padding mask, RoPE positions, QD bias."""
+
+    states: torch.Tensor | None
+    mask: torch.Tensor | None
+    positions: torch.Tensor | None
+    bias: torch.Tensor | None
+
+
+class _StopForward(Exception):
+    """Raised by a capture hook to end a forward once the needed layer inputs are taken."""
+
+
 @dataclass
 class PreparedPrompt:
-    """Decoder input ids [1, T], the memory features for them (or None) and how many tokens were compressed."""
+    """Decoder input ids [1, T], the memory rows they read (or None) and how many tokens were compressed."""
 
     input_ids: torch.Tensor
-    memory: torch.Tensor | None
+    memory: MemoryRows | torch.Tensor | None
     compressed_tokens: int
 
     @property

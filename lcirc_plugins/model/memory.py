@@ -55,6 +55,11 @@ class CompressedMemory:
         adapter_fingerprint: sha256 of the adapter weights that made it.
         backbone: the backbone signature (model type, sizes, tokenizer fingerprint).
         metadata: free-form JSON-able information (title, source path, ...), kept on save.
+        positions: layer reader only: [N] token position of each slot's centre in the source (RoPE).
+        latents: layer reader with slot correction only: [S*K_lat, d] the recurrent latents after each
+            segment (the state that appending continues from).
+
+    With the layer reader ``features`` is [N, M, d]: one slot state per memory layer.
     """
 
     features: torch.Tensor
@@ -66,6 +71,8 @@ class CompressedMemory:
     adapter_fingerprint: str
     backbone: dict[str, Any]
     metadata: dict[str, Any] = field(default_factory=dict)
+    positions: torch.Tensor | None = None
+    latents: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -91,9 +98,26 @@ class CompressedMemory:
         """The token ids compressed by step ``segment`` (int32)."""
         return self.token_ids[segment * self.segment_len : (segment + 1) * self.segment_len]
 
-    def segment_of_vector(self, index: int) -> int:
-        """Which segment a memory row belongs to (for provenance)."""
-        return index // self.num_latents
+    @property
+    def reads_layers(self) -> bool:
+        """Whether this memory holds per-layer slots for the layer reader."""
+        return self.positions is not None
+
+    def segment_of_rows(self) -> torch.Tensor:
+        """The segment each memory row belongs to, [N] (layer memories: from the slot's token position)."""
+        if self.reads_layers:
+            return (self.positions // self.segment_len).long().clamp(0, self.num_segments - 1)
+        return torch.arange(self.num_vectors) // self.num_latents
+
+    def slot_latents(self) -> torch.Tensor | None:
+        """Layer memories with slot correction: the latent that made each slot, [N, d] (slot k of a segment is
+        made by that segment's latent k), or None (then QD reads the slots' first-layer states)."""
+        if self.latents is None or not self.reads_layers:
+            return None
+        per_segment = len(self.latents) // self.num_segments
+        segment = self.segment_of_rows()
+        within = torch.arange(len(segment)) - torch.searchsorted(segment, segment)
+        return self.latents[segment * per_segment + within]
 
     def check_compatible(self, adapter_fingerprint: str, backbone: dict[str, Any]) -> None:
         """Raise ``MemoryMismatchError`` unless this memory was made by that adapter on that backbone."""
@@ -110,9 +134,10 @@ class CompressedMemory:
                 )
 
     def __repr__(self) -> str:
+        layers = f"layers={self.features.shape[1]}, " if self.features.dim() == 3 else ""
         return (
             f"CompressedMemory(num_tokens={self.num_tokens:,}, num_segments={self.num_segments}, "
-            f"num_vectors={self.num_vectors}, dim={self.features.shape[-1]}, adapter={self.adapter_fingerprint[:12]})"
+            f"num_vectors={self.num_vectors}, {layers}dim={self.features.shape[-1]}, adapter={self.adapter_fingerprint[:12]})"
         )
 
     def save(self, path: str | Path) -> Path:
@@ -133,6 +158,9 @@ class CompressedMemory:
             "token_ids": self.token_ids.to(torch.int32).contiguous(),
             "spans": self.spans.to(torch.int64).contiguous(),
         }
+        for name in ("positions", "latents"):
+            if getattr(self, name) is not None:
+                tensors[name] = getattr(self, name).detach().float().contiguous()
         header["tensors_sha256"] = tensors_sha256(tensors)
         tmp = path.with_name(path.name + ".tmp")
         save_file(tensors, str(tmp), metadata=header)
@@ -166,14 +194,56 @@ class CompressedMemory:
                 adapter_fingerprint=header["adapter_fingerprint"],
                 backbone=json.loads(header["backbone"]),
                 metadata=json.loads(header["metadata"]),
+                positions=tensors.get("positions"),
+                latents=tensors.get("latents"),
             )
         except (KeyError, ValueError) as err:
             raise CorruptFileError(f"{path} is missing or has a malformed field: {err}") from err
-        expected_rows = memory.num_segments * memory.num_latents
+        if memory.reads_layers:
+            shape_ok = memory.features.dim() == 3 and memory.positions.shape == memory.features.shape[:1]
+        else:
+            shape_ok = memory.features.dim() == 2 and memory.features.shape[0] == memory.num_segments * memory.num_latents
         if (
-            memory.features.dim() != 2
-            or memory.features.shape[0] != expected_rows
+            not shape_ok
             or memory.content_sha256 != header.get("content_sha256")
         ):
             raise CorruptFileError(f"{path} is inconsistent (features, spans and token hash disagree); the file was altered")
         return memory
+
+
+@dataclass
+class MemoryRows:
+    """What one prompt's decoder reads: memory rows and, for the layer reader, their RoPE positions.
+
+    ``features`` is [N, d] (paper reader) or [N, M, d] (layer reader), optionally with a leading batch axis;
+    ``positions`` [N] are relative to the prompt (its first token sits at 0, the memory's last token at -1),
+    and ``span`` is how many text tokens the rows cover. Several memories read by one prompt are
+    concatenated in order (:meth:`concat`): the later a text, the closer it sits to the prompt.
+    """
+
+    features: torch.Tensor
+    positions: torch.Tensor | None = None
+    span: int = 0
+    bias: torch.Tensor | None = None  # [N] QD relevance of each slot, added to the readers' attention logits
+    token_scores: torch.Tensor | None = None  # training only: salience logits of every compressed token (slot selection)
+
+    @classmethod
+    def of(cls, memory: CompressedMemory, features: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> MemoryRows:
+        """A memory's rows (or ``features`` recomputed from it, e.g. for a question) placed before the prompt."""
+        positions = None if memory.positions is None else memory.positions.float() - memory.num_tokens
+        return cls(memory.features if features is None else features, positions, memory.num_tokens, bias)
+
+    @classmethod
+    def concat(cls, parts: list[MemoryRows]) -> MemoryRows:
+        if len(parts) == 1:
+            return parts[0]
+        features = torch.cat([p.features.float() for p in parts])
+        span = sum(p.span for p in parts)
+        if any(p.positions is None for p in parts):
+            return cls(features, None, span)
+        later = [sum(p.span for p in parts[i + 1 :]) for i in range(len(parts))]
+        positions = torch.cat([p.positions - shift for p, shift in zip(parts, later)])
+        bias = None
+        if any(p.bias is not None for p in parts):
+            bias = torch.cat([p.bias.float() if p.bias is not None else torch.zeros(len(p.features)) for p in parts])
+        return cls(features, positions, span, bias)

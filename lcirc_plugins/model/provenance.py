@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .memory import CompressedMemory
+from .memory import CompressedMemory, MemoryRows
 
 
 @dataclass
@@ -28,17 +28,22 @@ class Evidence:
 
 
 @torch.no_grad()
-def memory_attention(model, input_ids: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Attention mass on each memory vector [N] over one forward pass of ``input_ids`` (prompt + answer).
+def memory_attention(model, input_ids: torch.Tensor, rows: MemoryRows | torch.Tensor) -> torch.Tensor:
+    """Attention mass on each memory row [N] over one forward pass of ``input_ids`` (prompt + answer).
 
     Zero everywhere when every gate is closed (an untrained adapter reads nothing from the memory).
     """
-    states, mask = model.memory_states(features)
-    with model.injector.conditioned(states, mask, record_attention=True) as state:
+    batch = model.memory_states(rows)
+    with model.injector.conditioned(*batch, record_attention=True) as state:
         model.backbone(input_ids=input_ids.to(model.device))
     if not state.attention:
-        return torch.zeros(features.shape[0])
+        return torch.zeros(batch.states.shape[1])
     return torch.stack(list(state.attention.values())).sum(dim=0)[0].float().cpu()
+
+
+def segment_weights(memory: CompressedMemory, row_weights: torch.Tensor) -> torch.Tensor:
+    """Row weights [N] summed per segment, [S]."""
+    return torch.zeros(memory.num_segments).index_add_(0, memory.segment_of_rows(), row_weights.float())
 
 
 @torch.no_grad()
@@ -55,6 +60,8 @@ def token_attention(
     The step is recomputed from the previous segment's latents in ``features`` (the QD features when the
     answer read QD features), so the map is the one the memory was made with.
     """
+    if memory.reads_layers:  # a slot holds its window of tokens: spread its weight over them
+        return _window_attention(model, memory, segment, latent_weights)
     compressor, k = model.adapter.compressor, memory.num_latents
     ids = memory.segment_token_ids(segment).long()[None].to(model.device)
     dtype = compressor.initial_latents.dtype
@@ -70,6 +77,14 @@ def token_attention(
     compressor.step(state, compressor.segment_features(model.embed_tokens(ids)), None, query_kv, weights=layers)
     per_latent = torch.stack(layers).mean(dim=0)[0].float().cpu()  # [K, L]
     return latent_weights.float() @ per_latent
+
+
+def _window_attention(model, memory: CompressedMemory, segment: int, slot_weights: torch.Tensor) -> torch.Tensor:
+    """Token weights of a layer-memory segment: each slot's weight spread evenly over its pooled window."""
+    length = len(memory.segment_token_ids(segment))
+    width = model.config.tokens_per_slot
+    slot_of_token = torch.arange(length) // width
+    return slot_weights.float()[slot_of_token] / width
 
 
 def best_window(weights: torch.Tensor, width: int) -> tuple[int, int]:
@@ -90,14 +105,14 @@ def evidence(
     question: str | None = None,
 ) -> list[Evidence]:
     """The ``top_k`` most-read segments of ``memory``, each quoted at its most-read window of tokens."""
-    k = memory.num_latents
-    per_segment = vector_weights.view(-1, k).sum(dim=1)
+    per_segment = segment_weights(memory, vector_weights)
+    rows_of = memory.segment_of_rows()
     total = float(per_segment.sum())
     if total <= 0:
         return []
     found = []
     for segment in per_segment.argsort(descending=True)[:top_k].tolist():
-        tokens = token_attention(model, memory, features, segment, vector_weights[segment * k : (segment + 1) * k], question)
+        tokens = token_attention(model, memory, features, segment, vector_weights[rows_of == segment], question)
         start, end = best_window(tokens, window_tokens)
         ids = memory.segment_token_ids(segment).tolist()
         decode = model.tokenizer.decode

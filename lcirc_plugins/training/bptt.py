@@ -15,6 +15,7 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from ..model.lcirc_model import LCIRCModel
+from ..model.memory import MemoryRows
 
 BPTT_MODES = ("full", "truncated", "selective")
 
@@ -37,16 +38,24 @@ def compress_for_training(
     grad_steps: set[int],
     query_ids: torch.Tensor | None = None,
     gradient_checkpointing: bool = False,
-) -> torch.Tensor:
-    """Run the recurrence over token-id segments [B, L_i]; returns the memory [B, S*K, d].
+) -> torch.Tensor | MemoryRows:
+    """Run the recurrence over token-id segments [B, L_i]; returns the memory [B, S*K, d] (paper reader), or
+    the layer reader's slots [B, N, M, d] with their positions before the decoder input.
 
     Only steps in ``grad_steps`` record a graph; with ``gradient_checkpointing`` each of them is
     recomputed in the backward pass instead of keeping its activations.
     """
     compressor = model.adapter.compressor
     query_kv = None
-    if query_ids is not None and compressor.query_mixer is not None and query_ids.numel():
+    if query_ids is not None and getattr(compressor, "query_mixer", None) is not None and query_ids.numel():
         query_kv = compressor.project_query(model.embed_tokens(query_ids))
+    if model.adapter.reads_layers:  # per-layer slots; the frozen forward over each segment needs no graph
+        slots, centres, latents, scores = model.compress_layer_segments(segments, grad_steps=grad_steps)
+        span = sum(ids.shape[1] for ids in segments)
+        bias = None
+        if compressor.query_mixer is not None:  # QD: the question scores the slots
+            bias = compressor.slot_bias(compressor.slot_latents(latents, [ids.shape[1] for ids in segments], slots), query_kv)
+        return MemoryRows(slots, centres - span, span, bias, token_scores=scores)
 
     def step(state: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return compressor.step(state, compressor.segment_features(model.embed_tokens(ids)), None, query_kv)

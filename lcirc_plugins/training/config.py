@@ -59,6 +59,14 @@ class TrainConfig:
         metadata={"help": "Stage 1: share of windows that repeat a piece of the compressed text (an autoencoding signal that teaches reading the memory) instead of continuing it."},
     )
     window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
+    distill: float = field(
+        default=0.0,
+        metadata={"help": "Weight of context distillation: KL from the backbone reading the compressed text in its own window."},
+    )
+    salience_distill: float = field(
+        default=1.0,
+        metadata={"help": "Slot selection: weight of the KL from where the backbone looks in the text (its attention) to the salience scorer."},
+    )
     min_doc_tokens: int = field(default=0, metadata={"help": "Skip documents shorter than this (FineWeb-Edu style filter)."})
     eval_every: int = field(default=100, metadata={"help": "Evaluate every n steps (0 disables)."})
     eval_examples: int = field(default=16, metadata={"help": "Held-out examples per evaluation."})
@@ -87,6 +95,8 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.distill < 0 or self.salience_distill < 0:
+            raise ConfigError(f"distill and salience_distill are loss weights >= 0, got {self.distill}, {self.salience_distill}")
         if not 0.0 <= self.reconstruct <= 1.0:
             raise ConfigError(f"reconstruct is a probability, got {self.reconstruct}")
         if self.min_segment_len > self.max_segment_len or self.min_segments > self.max_segments:

@@ -32,7 +32,7 @@ from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
 from .bptt import compress_for_training, steps_with_gradient
 from .config import TrainConfig
-from .data import ExampleStream, TrainExample
+from .data import IGNORE, ExampleStream, TrainExample
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
@@ -46,20 +46,86 @@ class TrainingDivergedError(LCIRCError, RuntimeError):
 
 
 class LCIRCTrainingModule(nn.Module):
-    """One example's loss as a ``forward``, so DDP sees a single module call per example."""
+    """One example's loss as a ``forward``, so DDP sees a single module call per example.
+
+    The loss is the cross-entropy on the labelled tokens, plus ``distill`` times the KL divergence from the
+    backbone reading the same text in its own window (context distillation: a signal on every labelled
+    token's whole distribution, where cross-entropy on a few random digits gives little).
+    """
 
     def __init__(self, model: LCIRCModel, config: TrainConfig) -> None:
         super().__init__()
         self.model, self.config = model, config
 
-    def forward(self, example: TrainExample, grad_steps: set[int] | None = None, use_memory: bool = True) -> torch.Tensor:
-        memory = None
-        if use_memory and example.segments:
-            steps = grad_steps if grad_steps is not None else set(range(len(example.segments)))
-            query = None if example.query_ids is None else example.query_ids.to(self.model.device)
-            segments = [s.to(self.model.device) for s in example.segments]
-            memory = compress_for_training(self.model, segments, steps, query, self.config.gradient_checkpointing)
-        return self.model(example.input_ids[None], memory=memory, labels=example.labels[None].to(self.model.device)).loss
+    def memory(self, example: TrainExample, grad_steps: set[int] | None = None) -> Any:
+        if not example.segments:
+            return None
+        steps = grad_steps if grad_steps is not None else set(range(len(example.segments)))
+        query = None if example.query_ids is None else example.query_ids.to(self.model.device)
+        segments = [s.to(self.model.device) for s in example.segments]
+        return compress_for_training(self.model, segments, steps, query, self.config.gradient_checkpointing)
+
+    def forward(
+        self, example: TrainExample, grad_steps: set[int] | None = None, use_memory: bool = True, memory: Any = None
+    ) -> torch.Tensor:
+        if use_memory and memory is None:
+            memory = self.memory(example, grad_steps)
+        labels = example.labels[None].to(self.model.device)
+        out = self.model(example.input_ids[None], memory=memory if use_memory else None, labels=labels)
+        scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 else None
+        if not self.model.training or not example.segments or (self.config.distill <= 0 and scores is None):
+            return out.loss
+        context_len = sum(s.shape[1] for s in example.segments)
+        teacher_logits, attention = self.teacher(example, with_attention=scores is not None)
+        loss = out.loss
+        if self.config.distill > 0:
+            loss = loss + self.config.distill * distillation_loss(out.logits, teacher_logits[:, context_len:], labels)
+        if scores is not None:
+            target = attention_to_context(attention, labels, context_len)
+            loss = loss + self.config.salience_distill * salience_loss(scores, target)
+        return loss
+
+    @torch.no_grad()
+    def teacher(self, example: TrainExample, with_attention: bool) -> tuple[torch.Tensor, list[torch.Tensor] | None]:
+        """The backbone reading the compressed text in its own window, then the decoder input: its logits and,
+        when asked, its attention probabilities at the memory layers (eager attention for that one call)."""
+        backbone = self.model.backbone
+        context = torch.cat([s.to(self.model.device) for s in example.segments], dim=1)
+        ids = torch.cat([context, example.input_ids[None].to(context)], dim=1)
+        if not with_attention:
+            return backbone(input_ids=ids).logits, None
+        before = backbone.config._attn_implementation
+        backbone.set_attn_implementation("eager")
+        try:
+            out = backbone(input_ids=ids, output_attentions=True)
+        finally:
+            backbone.set_attn_implementation(before)
+        return out.logits, [out.attentions[i] for i in self.model.config.gca_layers]
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean KL(teacher || student) at positions whose next token is labelled ([B, T, V] logits, [B, T] labels)."""
+    predicts = labels[:, 1:] != IGNORE  # logits at t predict token t + 1
+    student = torch.log_softmax(student_logits[:, :-1][predicts].float(), dim=-1)
+    teacher = torch.log_softmax(teacher_logits[:, :-1][predicts].float(), dim=-1)
+    return torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
+
+
+def attention_to_context(attention: list[torch.Tensor], labels: torch.Tensor, context_len: int) -> torch.Tensor:
+    """Where the teacher looks in the context while predicting the labelled tokens: [B, C], summing to 1.
+
+    The mean over layers, heads and the positions that predict a labelled token of their attention to each
+    context token ([B, H, T_total, T_total] per layer; ``labels`` [B, T] cover the decoder input after the context).
+    """
+    predicts = (labels[0, 1:] != IGNORE).nonzero().squeeze(-1) + context_len  # rows in the full sequence
+    mass = torch.stack([a[:, :, predicts, :context_len].float().mean(dim=(1, 2)) for a in attention]).mean(dim=0)
+    return mass / mass.sum(dim=-1, keepdim=True).clamp(min=1e-12)
+
+
+def salience_loss(scores: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL(target || softmax(scores)) over the context's tokens: the scorer learns where the backbone looks."""
+    log_q = torch.log_softmax(scores.float(), dim=-1)
+    return (target * (torch.log(target.clamp(min=1e-12)) - log_q)).sum(dim=-1).mean()
 
 
 def build_model(config: TrainConfig) -> LCIRCModel:
@@ -92,13 +158,14 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         self.model = model or build_model(config)
-        if config.max_segment_len > self.model.config.max_segment_len:
+        position_table = getattr(self.model.adapter.compressor, "segment_positions", None)
+        if position_table is not None and config.max_segment_len > self.model.config.max_segment_len:
             raise LCIRCError(
                 f"training segments of up to {config.max_segment_len} tokens need an adapter whose position table covers them "
                 f"(adapter max_segment_len={self.model.config.max_segment_len})"
             )
         self.model.train()
-        self.module = LCIRCTrainingModule(self.model, config)
+        self.module = self.core = LCIRCTrainingModule(self.model, config)
         if not self.model.trainable_parameters():
             raise LCIRCError("the adapter has no trainable parameters (load it with is_trainable=True)")
         self.optimizer = torch.optim.AdamW(self.parameter_groups(), lr=config.lr, weight_decay=config.weight_decay)
@@ -272,10 +339,15 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         losses: dict[str, list[float]] = {"eval_loss": [], "eval_loss_no_memory": [], "eval_loss_other_memory": []}
+        if self.config.stage == "qa":
+            losses["eval_answer_exact"] = []
         previous = None
         for _ in range(self.config.eval_examples):
             example = next(stream)
-            losses["eval_loss"].append(self.module(example).item())
+            memory = self.core.memory(example)
+            losses["eval_loss"].append(self.module(example, memory=memory).item())
+            if "eval_answer_exact" in losses:
+                losses["eval_answer_exact"].append(float(self.answers_exactly(example, memory)))
             losses["eval_loss_no_memory"].append(self.module(example, use_memory=False).item())
             if previous is not None:
                 swapped = TrainExample(previous.segments, example.input_ids, example.labels, example.query_ids)
@@ -283,6 +355,19 @@ class Trainer:
             previous = example
         self.model.train(was_training)
         return {name: sum(values) / len(values) for name, values in losses.items() if values}
+
+    def answers_exactly(self, example: TrainExample, memory: Any) -> bool:
+        """Whether greedy decoding from the memory reproduces the labelled answer token for token."""
+        labelled = (example.labels != IGNORE).nonzero()
+        if not len(labelled):
+            return False
+        start = int(labelled[0])
+        answer = example.labels[start:]
+        answer = answer[answer != self.model.tokenizer.eos_token_id]
+        out = self.model.generate(
+            example.input_ids[None, :start], memory=memory, max_new_tokens=len(answer), do_sample=False
+        )[0, start:]
+        return out.numel() == answer.numel() and bool(torch.equal(out.cpu(), answer.cpu()))
 
     def gate_values(self) -> dict[str, float]:
         """tanh of every gate, the first thing to look at when memory is not being used."""

@@ -11,6 +11,7 @@ from support import SAMPLE_BOOK
 from lcirc_plugins.app import handlers
 from lcirc_plugins.app.handlers import NO_BOOK_MESSAGE, PLAIN_MODE, QD_MODE, AppContext
 from lcirc_plugins.app.library import Library, chapter_at, sanitize_filename, text_sections
+from lcirc_plugins.model.memory import MemoryRows
 
 BAD_MESSAGES = {
     "empty": "empty",
@@ -219,7 +220,7 @@ def test_provenance_comes_from_attention_when_the_gates_are_open(make_lcirc, tmp
     open_key = handlers.add_books(open_ctx, None, [str(small_book)]).session["books"][0]
     open_memory = open_ctx.library.memory(open_key)
     found, _, _ = handlers.answer_provenance(
-        open_ctx, [(open_key, open_memory, open_memory.features)], "Who?", open_ctx.model.prompt_ids("Who?", 8), "Jim"
+        open_ctx, [(open_key, open_memory, MemoryRows.of(open_memory))], "Who?", open_ctx.model.prompt_ids("Who?", 8), "Jim"
     )
     assert 1 <= len(found) <= open_ctx.top_k and sum(r["score"] for r in found) <= 1 + 1e-6
     assert all(text[r["start"] : r["end"]] == r["text"] for r in found), "quotes sit at their character spans"

@@ -178,7 +178,7 @@ def test_qd_model_recompresses_the_memory_for_the_question(make_llm, documents):
     index = CompressedMemoryIndex.from_documents(documents[1:], llm=llm)
     memory = index.memory("part-2#memory")
     prepared = llm.prepare_answer(QUESTION, memory)
-    assert prepared.memory.shape == memory.features.shape and not torch.allclose(prepared.memory, memory.features)
+    assert prepared.memory.features.shape == memory.features.shape and not torch.allclose(prepared.memory.features, memory.features)
     assert index.as_query_engine().query(QUESTION).response == llm.answer(QUESTION, memory)
 
 

@@ -4,7 +4,7 @@ Only the memory can tell the examples apart, so a loss near 0 proves that gradie
 through the gated cross-attention and that the memory path can carry the digits; a plateau in real
 training is then a generalisation problem, not a broken path.
 
-Usage: .venv/bin/python benchmarks/passkey_overfit.py LR GATE_INIT SEGMENT_LEN   (e.g. 3e-4 0.1 64)
+Usage: .venv/bin/python experiments/passkey_overfit.py LR GATE_INIT SEGMENT_LEN   (e.g. 3e-4 0.1 64)
 """
 
 import sys

@@ -1,0 +1,144 @@
+"""Cost of the layer reader (issue 15): memory size, build, question and answer time, per book size.
+
+    python benchmarks/layer_reader_cost.py [--sizes 131072 1000000] [--tokens-per-slot 8 32]
+
+Each (size, tokens per slot) runs in a fresh worker process, with an untrained adapter of the layer reader's
+architecture on the default backbone (speed does not depend on training). Beside each build: the backbone's
+own segment-wise prefill of the same tokens, the floor for a per-layer memory (one frozen forward over the
+book). Writes ``benchmarks/results/layer_reader_cost.json`` and the "Layer reader" section of
+``benchmarks/RESULTS.md`` (kept there when ``performance.py`` rewrites the rest), to read beside the paper
+reader's rows and the MiniLM vector index in that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from performance import BACKBONE, NEW_TOKENS, QUESTION, REPORT, RESULTS_DIR, best_of, book_text, chars_for_sizes
+
+SECTION_START, SECTION_END = "<!-- layer-reader-cost:start -->", "<!-- layer-reader-cost:end -->"
+SECTION_FILE = RESULTS_DIR / "layer_reader_cost.md"
+LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_correction": True, "lora_rank": 8}
+
+
+def worker(chars: int, tokens_per_slot: int) -> dict[str, Any]:
+    import torch
+
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    torch.manual_seed(0)
+    model = LCIRCModel.from_backbone(BACKBONE, LCIRCConfig(**LAYER_CONFIG, tokens_per_slot=tokens_per_slot))
+    text = book_text(chars)
+    model.compress(text[:5_000])  # warm-up
+    build, memory = best_of(1, lambda: model.compress(text))
+    ids = memory.token_ids.long()
+
+    def prefill() -> None:
+        with torch.no_grad():
+            for piece in torch.split(ids, model.config.segment_len):
+                model.backbone.base_model(input_ids=piece[None], use_cache=False)
+
+    floor, _ = best_of(1, prefill)
+    question, rows = best_of(3, lambda: model.read_memories([memory], QUESTION))
+    prompt = model.prompt_ids(QUESTION, NEW_TOKENS)
+
+    def answer(memory_rows: Any) -> float:
+        begin = time.perf_counter()
+        model.generate(prompt, memory=memory_rows, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False)
+        return time.perf_counter() - begin
+
+    answer(rows)  # warm-up
+    timings: dict[str, list[float]] = {"memory": [], "window": []}
+    for _ in range(3):  # interleaved, so load bursts hit both alike
+        timings["memory"].append(answer(rows))
+        timings["window"].append(answer(None))
+    layers = memory.features.shape[1]
+    return {
+        "tokens": memory.num_tokens,
+        "tokens_per_slot": tokens_per_slot,
+        "slots": memory.num_vectors,
+        "memory_layers": layers,
+        "floats_per_token": memory.features[0].numel() / tokens_per_slot,
+        "memory_mib_float32": memory.features.numel() * 4 / 2**20,
+        "memory_mib_bfloat16": memory.features.numel() * 2 / 2**20,
+        "build": build,
+        "prefill_floor": floor,
+        "build_over_prefill": build["s"] / floor["s"],
+        "question_s": question["s"],
+        "answer_memory_s": statistics.median(timings["memory"]),
+        "answer_window_s": statistics.median(timings["window"]),
+        "answer_ratio": statistics.median(timings["memory"]) / statistics.median(timings["window"]),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        SECTION_START,
+        "## Layer reader (issue 15): per-layer memory cost",
+        "",
+        "`python benchmarks/layer_reader_cost.py` (untrained adapter of the layer reader's architecture: "
+        f"{rows[0]['memory_layers']} memory layers, d = 576, slot correction on; {rows[0]['torch_threads']} torch threads). "
+        "Build = one frozen forward over the book up to the last memory layer, then pooling and the Perceiver "
+        "correction; the floor is the backbone's own segment-wise prefill of the same tokens. Questions re-read "
+        "nothing (the copied heads read the slots from the prompt), so a question costs only concatenating rows.",
+        "",
+        "| tokens | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['tokens']:,} | {r['tokens_per_slot']} | {r['slots']:,} | {r['memory_mib_float32']:,.0f} / "
+            f"{r['memory_mib_bfloat16']:,.0f} MiB | {r['build']['s']:.1f} s (+{r['build']['peak_increase_mib']:,.0f} MiB) | "
+            f"{r['prefill_floor']['s']:.1f} s | {r['build_over_prefill']:.2f}x | {r['question_s'] * 1000:.1f} ms | "
+            f"{r['answer_memory_s']:.2f} / {r['answer_window_s']:.2f} s ({r['answer_ratio']:.2f}x) |"
+        )
+    return "\n".join(lines + ["", SECTION_END, ""])
+
+
+def write_section(section: str) -> None:
+    """Replace (or append) the layer-reader section of RESULTS.md; the section is also kept as its own file."""
+    SECTION_FILE.write_text(section, encoding="utf-8")
+    text = REPORT.read_text(encoding="utf-8") if REPORT.is_file() else ""
+    if SECTION_START in text and SECTION_END in text:
+        head, rest = text.split(SECTION_START, 1)
+        text = head + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    REPORT.write_text(text, encoding="utf-8")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[131_072, 1_000_000])
+    parser.add_argument("--tokens-per-slot", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(*args.worker)))
+        return
+    chars = chars_for_sizes(args.sizes)
+    rows = []
+    for size in args.sizes:
+        for tokens_per_slot in args.tokens_per_slot:
+            print(f"[layer-reader-cost] {size:,} tokens, {tokens_per_slot} per slot", flush=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--worker", str(chars[size]), str(tokens_per_slot)],
+                check=True, capture_output=True, text=True,
+            )
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / "layer_reader_cost.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+    write_section(markdown(rows))
+    print(f"[layer-reader-cost] wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""The "layer" reader: each decoder layer reads its memory through a copy of its own self-attention.
+
+Why (docs/TRAINING_FINDINGS.md, "the reader"): randomly initialised cross-attention blocks never learned to copy a
+pass key out of the memory, while the frozen model copies it at once when the text is in its window. So the
+gated cross-attention (GCA) block of layer j *is* layer j's attention heads: its query, key, value and output
+projections, q/k norms, scaling and rotary positions, tied to the frozen weights (nothing copied is stored),
+plus a trained low-rank delta (LoRA) on each projection and a tanh gate that starts closed:
+
+    x = x + tanh(g) * o(Attn(q(LN_j(x)), k(m_j), v(m_j)))
+
+where ``m_j`` holds memory states in layer j's own normed input space and ``LN_j`` is the layer's input norm.
+Families are described by data (:func:`anatomy`), not subclasses: separate q/k/v/o projections (Llama,
+Mistral, Qwen2/3, Gemma3, ...) or GPT-2's fused ``c_attn``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UnsupportedBackboneError
+
+RotaryTables = tuple[torch.Tensor, torch.Tensor]  # cos, sin: [B, N, head_dim]
+_ATTENTION_NAMES = ("self_attn", "attn", "attention")
+_NORM_NAMES = ("input_layernorm", "ln_1", "attention_norm", "ln_attn")
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE on [B, H, N, head_dim] with tables [B, N, head_dim] (Llama/Mistral/Qwen/Gemma)."""
+    cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)
+    return x * cos + _rotate_half(x) * sin
+
+
+@dataclass(frozen=True)
+class AttentionAnatomy:
+    """Where one decoder layer keeps the pieces of its self-attention (all frozen, all borrowed)."""
+
+    norm: nn.Module  # the layer's input norm
+    attention: nn.Module
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    scaling: float
+    fused_qkv: bool  # GPT-2's c_attn
+    post_norm: nn.Module | None  # Gemma-style sandwich norm applied to the attention output
+    rotary: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+    @property
+    def dim(self) -> int:
+        weight = self.attention.c_attn.weight if self.fused_qkv else self.attention.q_proj.weight
+        return weight.shape[0] if self.fused_qkv else weight.shape[1]
+
+    def query(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused_qkv:
+            return self.attention.c_attn(x)[..., : self.num_heads * self.head_dim]
+        return self.attention.q_proj(x)
+
+    def key_value(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.fused_qkv:
+            width = self.num_heads * self.head_dim
+            _, k, v = self.attention.c_attn(x).split(width, dim=-1)
+            return k, v
+        return self.attention.k_proj(x), self.attention.v_proj(x)
+
+    def output(self, heads: torch.Tensor) -> torch.Tensor:
+        out = (self.attention.c_proj if self.fused_qkv else self.attention.o_proj)(heads)
+        return out if self.post_norm is None else self.post_norm(out)
+
+    def norm_query(self, q: torch.Tensor) -> torch.Tensor:
+        q_norm = getattr(self.attention, "q_norm", None)
+        return q if q_norm is None else q_norm(q)
+
+    def norm_key(self, k: torch.Tensor) -> torch.Tensor:
+        k_norm = getattr(self.attention, "k_norm", None)
+        return k if k_norm is None else k_norm(k)
+
+
+def anatomy(layer: nn.Module) -> AttentionAnatomy:
+    """Describe a decoder layer's self-attention, or raise ``UnsupportedBackboneError`` naming what is missing."""
+    attention = next((getattr(layer, n) for n in _ATTENTION_NAMES if isinstance(getattr(layer, n, None), nn.Module)), None)
+    norm = next((getattr(layer, n) for n in _NORM_NAMES if isinstance(getattr(layer, n, None), nn.Module)), None)
+    if attention is None or norm is None:
+        raise UnsupportedBackboneError(
+            f"{type(layer).__name__} has no self-attention ({'/'.join(_ATTENTION_NAMES)}) or input norm "
+            f"({'/'.join(_NORM_NAMES)}): the 'layer' reader cannot copy it; use reader='paper'"
+        )
+    fused = hasattr(attention, "c_attn") and hasattr(attention, "c_proj")
+    if not fused and not all(hasattr(attention, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")):
+        raise UnsupportedBackboneError(
+            f"{type(attention).__name__} has neither q_proj/k_proj/v_proj/o_proj nor a fused c_attn/c_proj; "
+            "the 'layer' reader cannot copy it; use reader='paper'"
+        )
+    if fused:
+        heads, head_dim = int(attention.num_heads), int(attention.head_dim)
+        kv_heads = heads
+        scaling = head_dim**-0.5 if getattr(attention, "scale_attn_weights", True) else 1.0
+    else:
+        head_dim = int(getattr(attention, "head_dim", 0) or attention.q_proj.out_features // attention.config.num_attention_heads)
+        heads = attention.q_proj.out_features // head_dim
+        kv_heads = attention.k_proj.out_features // head_dim
+        scaling = float(getattr(attention, "scaling", head_dim**-0.5))
+    # Gemma 2/3 norm the attention output before the residual ("sandwich" norms); Llama's
+    # post_attention_layernorm is the MLP's input norm instead, told apart by a pre_feedforward_layernorm.
+    post_norm = getattr(layer, "post_attention_layernorm", None) if hasattr(layer, "pre_feedforward_layernorm") else None
+    family_rotary = getattr(sys.modules.get(type(attention).__module__), "apply_rotary_pos_emb", None)
+    if family_rotary is not None:
+        def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+            return family_rotary(x, x, cos.to(x.dtype), sin.to(x.dtype))[0]
+    else:
+        rotary = _apply_rotary
+    return AttentionAnatomy(norm, attention, heads, kv_heads, head_dim, scaling, fused, post_norm, rotary)
+
+
+def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """An additive [B, 1, 1, N] attention mask: the QD ``bias`` [B, N], and -inf where ``mask`` [B, N] is False."""
+    if mask is None and bias is None:
+        return None
+    shape = (mask if mask is not None else bias).shape
+    logits = torch.zeros(shape, dtype=dtype, device=(mask if mask is not None else bias).device)
+    if bias is not None:
+        logits = logits + bias.to(dtype)
+    if mask is not None:
+        logits = logits.masked_fill(~mask, float("-inf"))
+    return logits[:, None, None, :]
+
+
+class LowRankDelta(nn.Module):
+    """``x -> up(down(x))`` with ``up`` at zero: a LoRA delta that starts as nothing."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(d_in, rank, bias=False)
+        self.up = nn.Linear(rank, d_out, bias=False)
+        nn.init.normal_(self.down.weight, std=d_in**-0.5)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.up(self.down(x))
+
+
+class LayerReader(nn.Module):
+    """A GCA block whose attention is its decoder layer's own, reading that layer's memory.
+
+    Only the LoRA deltas and the gate are parameters; the borrowed modules are kept out of the module tree
+    (``object.__setattr__``), so they are neither saved with the adapter nor trained.
+    """
+
+    def __init__(self, parts: AttentionAnatomy, lora_rank: int, gate_init: float = 0.0) -> None:
+        super().__init__()
+        object.__setattr__(self, "parts", parts)
+        dim, q_width, kv_width = parts.dim, parts.num_heads * parts.head_dim, parts.num_kv_heads * parts.head_dim
+        self.lora = (
+            nn.ModuleDict(
+                {
+                    "q": LowRankDelta(dim, q_width, lora_rank),
+                    "k": LowRankDelta(dim, kv_width, lora_rank),
+                    "v": LowRankDelta(dim, kv_width, lora_rank),
+                    "o": LowRankDelta(q_width, dim, lora_rank),
+                }
+            )
+            if lora_rank > 0
+            else None
+        )
+        self.attn_gate = nn.Parameter(torch.tensor([gate_init]))
+
+    def _delta(self, name: str, x: torch.Tensor) -> torch.Tensor | float:
+        return 0.0 if self.lora is None else self.lora[name](x)
+
+    def _heads(self, x: torch.Tensor, heads: int) -> torch.Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, heads, self.parts.head_dim).transpose(1, 2)  # (B, H, N, head_dim)
+
+    def project_memory(self, states: torch.Tensor, rotary: RotaryTables | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of memory states [B, N, d] (already in the layer's normed input space), once per call.
+
+        ``rotary`` holds the RoPE tables at the memory's positions, or None for families without RoPE.
+        """
+        p = self.parts
+        states = states.to(self.attn_gate.dtype)
+        k, v = p.key_value(states)
+        k = self._heads(k + self._delta("k", states), p.num_kv_heads)
+        v = self._heads(v + self._delta("v", states), p.num_kv_heads)
+        k = p.norm_key(k)
+        if rotary is not None:
+            k = p.rotary(k, *rotary)
+        groups = p.num_heads // p.num_kv_heads
+        return k.repeat_interleave(groups, dim=1).contiguous(), v.repeat_interleave(groups, dim=1).contiguous()
+
+    def _query(self, hidden: torch.Tensor, rotary: RotaryTables | None) -> torch.Tensor:
+        normed = self.parts.norm(hidden)
+        q = self.parts.norm_query(self._heads(self.parts.query(normed) + self._delta("q", normed), self.parts.num_heads))
+        return q if rotary is None else self.parts.rotary(q, *rotary)
+
+    def read(
+        self,
+        hidden: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None = None,
+        rotary: RotaryTables | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """What the layer's attention returns when it attends to the memory only: [B, T, d], before the gate."""
+        q = self._query(hidden, rotary)
+        k, v = memory_kv
+        if k.shape[0] != q.shape[0]:  # one memory shared by a batch of prompts
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=_logit_mask(memory_mask, bias, q.dtype), scale=self.parts.scaling)
+        heads = heads.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)  # (B, T, H*head_dim)
+        return self.parts.output(heads) + self._delta("o", heads)
+
+    def attention_weights(
+        self,
+        hidden: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None = None,
+        rotary: RotaryTables | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The probabilities :meth:`read` uses, [B, heads, T, N], computed explicitly (provenance only)."""
+        q = self._query(hidden, rotary)
+        scores = q @ memory_kv[0].transpose(-1, -2) * self.parts.scaling
+        mask = _logit_mask(memory_mask, bias, scores.dtype)
+        return (scores if mask is None else scores + mask).softmax(dim=-1)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None = None,
+        rotary: RotaryTables | None = None,
+        bias: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read."""
+        return hidden + torch.tanh(self.attn_gate) * self.read(hidden, memory_kv, memory_mask, rotary, bias)
