@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from lcirc_plugins.data.documents import SUPPORTED_EXTENSIONS, Document, read_document, read_text_bytes, validate_text
-from lcirc_plugins.data.qa_generation import QAGenerationStats, generate_qa_jsonl
-from lcirc_plugins.data.segmentation import TokenizedText, tokenize_with_offsets
-from lcirc_plugins.data.synthetic import (
-    TASKS,
-    LongContextExample,
-    book_cloze,
-    book_facts,
-    load_haystack,
-    make_dataset,
-    niah_multikey,
-    niah_multiquery,
-    niah_multivalue,
-    niah_single,
-    passkey,
-    read_jsonl,
-    write_jsonl,
+from lcirc_plugins._lazy import lazy_exports
+
+# Lazy: reading a document must not import torch and transformers (segmentation does).
+_DOCUMENTS = ("SUPPORTED_EXTENSIONS", "Document", "read_document", "read_text_bytes", "validate_text")
+_QA = ("QAGenerationStats", "generate_qa_jsonl")
+_SEGMENTATION = ("TokenizedText", "tokenize_with_offsets")
+_SYNTHETIC = (
+    "TASKS",
+    "LongContextExample",
+    "book_cloze",
+    "book_facts",
+    "load_haystack",
+    "make_dataset",
+    "niah_multikey",
+    "niah_multiquery",
+    "niah_multivalue",
+    "niah_single",
+    "passkey",
+    "read_jsonl",
+    "write_jsonl",
+)
+__getattr__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(_DOCUMENTS, ".documents"),
+        **dict.fromkeys(_QA, ".qa_generation"),
+        **dict.fromkeys(_SEGMENTATION, ".segmentation"),
+        **dict.fromkeys(_SYNTHETIC, ".synthetic"),
+    },
 )
 
 __all__ = [

@@ -16,6 +16,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import BackboneNotFoundError, UnsupportedBackboneError
+from .backbone_cache import cached_backbone
 from .injection import num_decoder_layers
 
 # Bundled names -> (python package that ships the file, file name, the pip command to get it).
@@ -53,8 +54,27 @@ def load_backbone(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a frozen causal LM and its tokenizer, in eval mode with gradients off."""
+    """Load a frozen causal LM and its tokenizer, in eval mode with gradients off.
+
+    A GGUF backbone goes through the converted-backbone cache (:mod:`.backbone_cache`): de-quantized on the
+    first load only, memory-mapped from safetensors afterwards.
+    """
     location, gguf_file = resolve_backbone(name_or_path)
+
+    def convert() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        return _from_pretrained(name_or_path, location, gguf_file, dtype, trust_remote_code)
+
+    if gguf_file is None:
+        model, tokenizer = convert()
+    else:
+        model, tokenizer = cached_backbone(Path(location) / gguf_file, dtype, convert, location=location)
+    return prepare_backbone(model), tokenizer
+
+
+def _from_pretrained(
+    name_or_path: str, location: str, gguf_file: str | None, dtype: torch.dtype, trust_remote_code: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The transformers load itself, with its errors turned into ours."""
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
@@ -69,7 +89,7 @@ def load_backbone(
         ) from err
     except ValueError as err:  # e.g. a repository with custom code while trust_remote_code is off
         raise UnsupportedBackboneError(f"could not load backbone {name_or_path!r}: {err}") from err
-    return prepare_backbone(model), tokenizer
+    return model, tokenizer
 
 
 def prepare_backbone(model: PreTrainedModel) -> PreTrainedModel:
