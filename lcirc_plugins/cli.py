@@ -20,6 +20,7 @@ from . import __version__
 from .data.documents import SUPPORTED_EXTENSIONS, Document, read_document
 from .errors import EmptyInputError, LCIRCError
 from .model.bundled import DEFAULT_BACKBONE
+from .model.status import model_status
 
 if TYPE_CHECKING:
     from .model.lcirc_model import LCIRCModel
@@ -50,8 +51,6 @@ def load_model(adapter: str, backbone: str | None, trust_remote_code: bool = Fal
 
 def print_status(model: LCIRCModel, adapter: str) -> None:
     """Which backbone and adapter answer, and what an untrained adapter means, before the answer."""
-    from .model.status import model_status
-
     print("\n".join(model_status(model, adapter).lines()), end="\n\n", flush=True)
 
 
@@ -112,20 +111,13 @@ def describe(memory: CompressedMemory) -> str:
         ("vectors", f"{memory.num_vectors:,} ({memory.num_latents} per segment, d={memory.features.shape[-1]})"),
         ("ratio", f"{memory.compression_ratio:.1f}x"),
         ("sections", str(len(meta.get("sections", [])))),
-        ("adapter", meta.get("adapter_status", memory.adapter_fingerprint)),
+        ("adapter", " ".join([memory.adapter_fingerprint, *([f"- {meta['adapter']}"] if meta.get("adapter") else [])])),
         ("backbone", str(memory.backbone.get("name_or_path") or memory.backbone.get("model_type", "?"))),
     ]
     return "\n".join(f"{name + ':':<10} {value}" for name, value in rows)
 
 
 # ----- subcommands --------------------------------------------------------------------------------------
-
-
-def adapter_status(model: LCIRCModel, adapter: str) -> str:
-    """How ``lcirc info`` names the adapter that made a memory (recorded in the memory's metadata)."""
-    from .model.status import model_status
-
-    return model_status(model, adapter).adapter_label
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
@@ -139,7 +131,7 @@ def cmd_compress(args: argparse.Namespace) -> int:
     model = load_model(args.adapter, backbone, args.trust_remote_code)
     print_status(model, args.adapter)
     start = time.perf_counter()
-    metadata = {**document_metadata(doc, base), "adapter_status": adapter_status(model, args.adapter)}
+    metadata = {**document_metadata(doc, base), "adapter": model_status(model, args.adapter).adapter_kind}
     memory = model.compress(doc.text, memory=base, progress=True, metadata=metadata)
     seconds = time.perf_counter() - start
     memory.save(output)

@@ -36,9 +36,13 @@ class ModelStatus:
     headline: str | None = None  # the model card's measured numbers, when the adapter has a card
 
     @property
+    def adapter_kind(self) -> str:
+        """``default (trained)`` or ``untrained fallback (untrained: gates closed)``: what a memory records."""
+        return f"{self.adapter} ({'trained' if self.trained else 'untrained: gates closed'})"
+
+    @property
     def adapter_label(self) -> str:
-        kind = "trained" if self.trained else "untrained, gates closed"
-        return f"{self.adapter} ({kind}; fingerprint {self.fingerprint[:12]})"
+        return f"{self.adapter_kind}, fingerprint {self.fingerprint[:12]}"
 
     @property
     def notice(self) -> str | None:
