@@ -97,6 +97,6 @@ def card_headline(card: Path) -> str | None:
         if record.get("system") not in HEADLINE_SYSTEMS:
             continue
         for metric in HEADLINE_METRICS:
-            if record.get(metric):
+            if record.get(metric) not in (None, "", "-"):  # markdown_table writes "-" for a missing value
                 items.append(f"{record['system']} {record.get('task', '?')} {record.get('length', '')}: {metric} {record[metric]}")
     return "; ".join(items[:4]) or None
