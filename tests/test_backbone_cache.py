@@ -102,7 +102,7 @@ def test_truncated_weights_are_rebuilt_with_a_warning(smollm2_tokenizer, source:
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     assert not cache_entries()[0].ok
     with pytest.warns(DamagedCacheWarning, match="damaged"):
-        rebuilt, _ = cached_backbone(source, torch.float32, convert, location="tiny")
+        cached_backbone(source, torch.float32, convert, location="tiny")
     assert convert.calls == 2 and cache_entries()[0].ok
     again, again_tok = cached_backbone(source, torch.float32, never, location="tiny")
     assert torch.equal(logits(reference, tok), logits(again, again_tok))
@@ -157,6 +157,8 @@ def test_the_real_gguf_backbone_cold_then_warm(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(backbone_module, "_from_pretrained", lambda *a, **k: never())  # no GGUF parsing below
     warm, warm_tok = backbone_module.load_backbone("smollm2-135m-instruct")
     assert torch.equal(logits(cold, cold_tok), logits(warm, warm_tok))
-    assert warm_tok.apply_chat_template(CHAT, add_generation_prompt=True) == cold_tok.apply_chat_template(CHAT, add_generation_prompt=True)
+    assert warm_tok.apply_chat_template(CHAT, add_generation_prompt=True) == cold_tok.apply_chat_template(
+        CHAT, add_generation_prompt=True
+    )
     assert backbone_module.backbone_signature(warm, warm_tok) == backbone_module.backbone_signature(cold, cold_tok)
     assert warm.generation_config.eos_token_id == cold.generation_config.eos_token_id

@@ -64,7 +64,12 @@ def test_run_sh_prints_the_address_it_serves(args: list[str], url: str) -> None:
     """The real script (set-up check, then ``lcirc-app ... --help``, which exits before loading a model)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        ["bash", str(ROOT / "scripts" / "run.sh"), *args, "--help"], capture_output=True, text=True, env=env, timeout=300, check=False
+        ["bash", str(ROOT / "scripts" / "run.sh"), *args, "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert f"(open {url};" in result.stdout, result.stdout

@@ -33,8 +33,8 @@ from ..data.documents import SUPPORTED_EXTENSIONS, read_document
 from ..errors import InvalidRequestError, LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.memory import CompressedMemory
-from ..model.status import ModelStatus, model_status
 from ..model.provenance import evidence, memory_attention
+from ..model.status import ModelStatus, model_status
 from ..passages import bm25_scores, passages, rank_passages
 from .library import BookEntry, Library, chapter_at, sanitize_filename
 

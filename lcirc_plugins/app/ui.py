@@ -21,7 +21,7 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installation
     raise MissingDependencyError("the app needs Gradio: pip install 'lcirc-plugins[app]'") from err
 
-from .api_checks import checked_payload, checked_slider, clear_payload_errors  # noqa: E402 - needs gradio
+from .api_checks import checked_payload, checked_slider, clear_payload_errors  # after the gradio check above
 
 TITLE = "LCIRC book chat"
 CSS = "#provenance blockquote {font-size: 0.9em; border-left: 3px solid #c33; padding-left: 0.6em;}"
@@ -73,11 +73,15 @@ def build_app(ctx: AppContext) -> gr.Blocks:
                 add = gr.Button("Compress and add to library", variant="primary", elem_id="add")
                 status = gr.Markdown(elem_id="status")
                 picker = checked_payload(
-                    gr.Dropdown(label="Ask about", choices=[], value=[], multiselect=True, allow_custom_value=True, elem_id="picker"),
+                    gr.Dropdown(
+                        label="Ask about", choices=[], value=[], multiselect=True, allow_custom_value=True, elem_id="picker"
+                    ),
                     handlers.check_book_keys,
                 )
                 with gr.Accordion("Generation settings", open=False):
-                    max_new_tokens = checked_slider(gr.Slider(8, 512, value=128, step=8, label="Max new tokens"), "max_new_tokens")
+                    max_new_tokens = checked_slider(
+                        gr.Slider(8, 512, value=128, step=8, label="Max new tokens"), "max_new_tokens"
+                    )
                     temperature = checked_slider(
                         gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)"), "temperature"
                     )

@@ -3,35 +3,26 @@
 from __future__ import annotations
 
 from lcirc_plugins._lazy import lazy_exports
+from lcirc_plugins.data.documents import SUPPORTED_EXTENSIONS, Document, read_document, read_text_bytes, validate_text
+from lcirc_plugins.data.qa_generation import QAGenerationStats, generate_qa_jsonl
+from lcirc_plugins.data.synthetic import (
+    TASKS,
+    LongContextExample,
+    book_cloze,
+    book_facts,
+    load_haystack,
+    make_dataset,
+    niah_multikey,
+    niah_multiquery,
+    niah_multivalue,
+    niah_single,
+    passkey,
+    read_jsonl,
+    write_jsonl,
+)
 
-# Lazy: reading a document must not import torch and transformers (segmentation does).
-_DOCUMENTS = ("SUPPORTED_EXTENSIONS", "Document", "read_document", "read_text_bytes", "validate_text")
-_QA = ("QAGenerationStats", "generate_qa_jsonl")
-_SEGMENTATION = ("TokenizedText", "tokenize_with_offsets")
-_SYNTHETIC = (
-    "TASKS",
-    "LongContextExample",
-    "book_cloze",
-    "book_facts",
-    "load_haystack",
-    "make_dataset",
-    "niah_multikey",
-    "niah_multiquery",
-    "niah_multivalue",
-    "niah_single",
-    "passkey",
-    "read_jsonl",
-    "write_jsonl",
-)
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        **dict.fromkeys(_DOCUMENTS, ".documents"),
-        **dict.fromkeys(_QA, ".qa_generation"),
-        **dict.fromkeys(_SEGMENTATION, ".segmentation"),
-        **dict.fromkeys(_SYNTHETIC, ".synthetic"),
-    },
-)
+# Tokenization imports torch and transformers: loaded on first use, so reading a document stays light.
+__getattr__ = lazy_exports(__name__, {"TokenizedText": ".segmentation", "tokenize_with_offsets": ".segmentation"})
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",

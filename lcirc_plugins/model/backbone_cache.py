@@ -93,7 +93,9 @@ def cached_backbone(source: Path, dtype: torch.dtype, convert: Callable[[], Load
     try:
         _write_entry(entry, model, tokenizer, {**fields, "source": str(source)})
     except OSError as err:
-        warnings.warn(f"could not write the backbone cache in {entry.parent} ({err}); the next start converts again", stacklevel=3)
+        warnings.warn(
+            f"could not write the backbone cache in {entry.parent} ({err}); the next start converts again", stacklevel=3
+        )
     return model, tokenizer
 
 

@@ -88,7 +88,9 @@ def card_headline(card: Path) -> str | None:
     except OSError:
         return None
     measured = text.split(CARD_START, 1)[-1].split(CARD_END, 1)[0] if CARD_START in text else ""
-    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in measured.splitlines() if line.startswith("|")]
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")] for line in measured.splitlines() if line.startswith("|")
+    ]
     if len(rows) < 3:
         return None
     header, items = rows[0], []
@@ -98,5 +100,7 @@ def card_headline(card: Path) -> str | None:
             continue
         for metric in HEADLINE_METRICS:
             if record.get(metric) not in (None, "", "-"):  # markdown_table writes "-" for a missing value
-                items.append(f"{record['system']} {record.get('task', '?')} {record.get('length', '')}: {metric} {record[metric]}")
+                items.append(
+                    f"{record['system']} {record.get('task', '?')} {record.get('length', '')}: {metric} {record[metric]}"
+                )
     return "; ".join(items[:4]) or None

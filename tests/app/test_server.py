@@ -138,7 +138,7 @@ def test_malformed_api_calls_get_a_clear_error_and_the_server_goes_on(server, sm
     assert "upstream" not in str(raised.value)
     with pytest.raises(Exception, match="files must be a list of uploaded files"):
         client.predict({"title": "not a file"}, [], api_name="/add_books")
-    status, picked = add(client, small_book)
+    _, picked = add(client, small_book)
     history, markdown, _, _ = ask(client, "Who sat by the fire?", picked)[-1]
     assert text_of(history[-1]).strip() and "Passage 1" in markdown
 
