@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 
 UNTRAINED_NOTICE = (
     "The adapter is untrained (its cross-attention gates are closed), so answers are the backbone's own guesses "
-    "and do not use the book; the passages shown come from keyword ranking (BM25), not from the model."
+    "and do not use the book."
 )
+KEYWORD_PASSAGES = "The passages shown under an answer come from keyword ranking (BM25), not from the model."
 CARD_NAME = "MODEL_CARD.md"
 CARD_START, CARD_END = "<!-- measured:start -->", "<!-- measured:end -->"  # written by lcirc_plugins.eval.card
 HEADLINE_SYSTEMS = ("qd-lcirc", "lcirc")
@@ -58,7 +59,7 @@ class ModelStatus:
         """The same, for the top of the app's page."""
         text = f"**Backbone:** {self.backbone} · **Adapter:** {self.adapter_label}"
         text += f" · **Model card:** {self.headline}" if self.headline else ""
-        return text + (f"\n\n⚠️ **{self.notice}**" if self.notice else "")
+        return text + (f"\n\n⚠️ **{self.notice} {KEYWORD_PASSAGES}**" if self.notice else "")
 
 
 def gates_open(model: LCIRCModel) -> bool:
