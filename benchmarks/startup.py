@@ -151,9 +151,8 @@ def report(times: dict[str, float], before: str) -> str:
         "|---|---:|---:|---:|---|---|",
     ]
     for label, old, cold, warm, target, met in rows:
-        lines.append(
-            f"| {label} | {cell(old)} | {cell(cold)} | {cell(warm)} | {target} | {'-' if met is None else 'yes' if met else 'NO'} |"
-        )
+        verdict = "-" if met is None else "yes" if met else "NO"
+        lines.append(f"| {label} | {cell(old)} | {cell(cold)} | {cell(warm)} | {target} | {verdict} |")
     lines += [
         "",
         f"Raw seconds: `{json.dumps({k: round(v, 2) for k, v in times.items()})}`.",

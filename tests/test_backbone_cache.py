@@ -6,6 +6,8 @@ through ``load_backbone`` with the real GGUF file, cold then warm.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,6 +108,11 @@ def test_truncated_weights_are_rebuilt_with_a_warning(smollm2_tokenizer, source:
     assert convert.calls == 2 and cache_entries()[0].ok
     again, again_tok = cached_backbone(source, torch.float32, never, location="tiny")
     assert torch.equal(logits(reference, tok), logits(again, again_tok))
+    with weights.open("r+b") as handle:  # same size, so the manifest still matches: the header must be checked
+        handle.write((2**40).to_bytes(8, "little"))
+    with pytest.warns(DamagedCacheWarning, match="not a safetensors header"):
+        cached_backbone(source, torch.float32, convert, location="tiny")
+    assert convert.calls == 3 and cache_entries()[0].ok
 
 
 def test_a_changed_source_or_dtype_gets_its_own_entry(smollm2_tokenizer, source: Path) -> None:
@@ -147,6 +154,9 @@ def test_cache_info_and_clear_commands(smollm2_tokenizer, source: Path, capsys: 
     assert main(["cache", "info"]) == 0
     out = capsys.readouterr().out
     assert str(backbones_dir()) in out and "float32" in out and str(source) in out and " MB" in out
+    listing = "import sys\nfrom lcirc_plugins.cli import main\nmain(['cache', 'info'])\nprint('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", listing], capture_output=True, text=True, timeout=120, check=True)
+    assert " ok " in result.stdout and result.stdout.strip().endswith("False")  # checked without importing torch
     assert main(["cache", "clear"]) == 0
     assert "freed" in capsys.readouterr().out and not cache_entries()
 
