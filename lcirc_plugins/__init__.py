@@ -2,7 +2,10 @@
 
 __version__ = "0.1.0"
 
+from ._lazy import lazy_exports
 from .errors import LCIRCError
-from .model import CompressedMemory, LCIRCConfig, LCIRCModel
+
+# The model classes import torch and transformers: loaded on first use, so light commands start fast.
+__getattr__ = lazy_exports(__name__, {"CompressedMemory": ".model", "LCIRCConfig": ".model", "LCIRCModel": ".model"})
 
 __all__ = ["CompressedMemory", "LCIRCConfig", "LCIRCError", "LCIRCModel", "__version__"]

@@ -1,8 +1,9 @@
 """The ``lcirc`` command: compress a book once, then ask questions about it from the saved memory.
 
 Inputs (book, memory, question, output path) are read and checked before the model is loaded, so a typo
-fails in a fraction of a second instead of after the ~20 s it takes to load the backbone. Every error a
-user can cause ends as one ``error: ...`` line on stderr and exit code 2, never a traceback.
+fails in a fraction of a second. torch and the model code are imported only by the commands that need them
+(``lcirc --help`` and ``lcirc cache`` import neither). Every error a user can cause ends as one
+``error: ...`` line on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .data.documents import SUPPORTED_EXTENSIONS, Document, read_document
 from .errors import EmptyInputError, LCIRCError
-from .model.backbone import DEFAULT_BACKBONE
-from .model.lcirc_model import LCIRCModel
-from .model.loading import load_model as _load_model
-from .model.memory import CompressedMemory
+from .model.bundled import DEFAULT_BACKBONE
+from .model.status import model_status
+
+if TYPE_CHECKING:
+    from .model.lcirc_model import LCIRCModel
+    from .model.memory import CompressedMemory
 
 MEMORY_SUFFIX = ".safetensors"
 
@@ -30,14 +33,25 @@ MEMORY_SUFFIX = ".safetensors"
 
 
 def load_model(adapter: str, backbone: str | None, trust_remote_code: bool = False) -> LCIRCModel:
-    """``model.loading.load_model``, with its warnings printed as one plain ``warning: ...`` line."""
+    """``model.loading.load_model``, with its warnings printed as one plain ``warning: ...`` line each.
+
+    The untrained-adapter warning is left out: :func:`print_status` says the same, plainly, on stdout.
+    """
+    from .model.loading import UntrainedAdapterWarning
+    from .model.loading import load_model as _load_model
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UserWarning)
         model = _load_model(adapter, backbone, trust_remote_code=trust_remote_code)
     for warning in caught:
-        if issubclass(warning.category, UserWarning):
+        if issubclass(warning.category, UserWarning) and not issubclass(warning.category, UntrainedAdapterWarning):
             print(f"warning: {warning.message}", file=sys.stderr)
     return model
+
+
+def print_status(model: LCIRCModel, adapter: str) -> None:
+    """Which backbone and adapter answer, and what an untrained adapter means, before the answer."""
+    print("\n".join(model_status(model, adapter).lines()), end="\n\n", flush=True)
 
 
 def is_memory_path(path: str | Path) -> bool:
@@ -97,7 +111,7 @@ def describe(memory: CompressedMemory) -> str:
         ("vectors", f"{memory.num_vectors:,} ({memory.num_latents} per segment, d={memory.features.shape[-1]})"),
         ("ratio", f"{memory.compression_ratio:.1f}x"),
         ("sections", str(len(meta.get("sections", [])))),
-        ("adapter", memory.adapter_fingerprint),
+        ("adapter", " ".join([memory.adapter_fingerprint, *([f"- {meta['adapter']}"] if meta.get("adapter") else [])])),
         ("backbone", str(memory.backbone.get("name_or_path") or memory.backbone.get("model_type", "?"))),
     ]
     return "\n".join(f"{name + ':':<10} {value}" for name, value in rows)
@@ -107,14 +121,18 @@ def describe(memory: CompressedMemory) -> str:
 
 
 def cmd_compress(args: argparse.Namespace) -> int:
+    from .model.memory import CompressedMemory
+
     output = Path(args.output)
     check_output_path(output)
     base = CompressedMemory.load(args.append) if args.append else None
     doc = read_document(args.book)
     backbone = args.backbone or (base.backbone.get("name_or_path") if base else None)
     model = load_model(args.adapter, backbone, args.trust_remote_code)
+    print_status(model, args.adapter)
     start = time.perf_counter()
-    memory = model.compress(doc.text, memory=base, progress=True, metadata=document_metadata(doc, base))
+    metadata = {**document_metadata(doc, base), "adapter": model_status(model, args.adapter).adapter_kind}
+    memory = model.compress(doc.text, memory=base, progress=True, metadata=metadata)
     seconds = time.perf_counter() - start
     memory.save(output)
     appended = None if base is None else memory.num_tokens - base.num_tokens
@@ -123,6 +141,8 @@ def cmd_compress(args: argparse.Namespace) -> int:
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
+    from .model.memory import CompressedMemory
+
     question = check_question(args.question)
     memory: CompressedMemory | None = None
     doc: Document | None = None
@@ -132,6 +152,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         doc = read_document(args.source)
     backbone = args.backbone or (memory.backbone.get("name_or_path") if memory else None)
     model = load_model(args.adapter, backbone, args.trust_remote_code)
+    print_status(model, args.adapter)
     if doc is not None:
         memory = model.compress(doc.text, progress=True, metadata=document_metadata(doc))
     if args.stream:
@@ -145,13 +166,32 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    from .model.memory import CompressedMemory
+
     print(describe(CompressedMemory.load(args.memory)))
+    return 0
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    """``lcirc cache info|clear``: the converted backbones (GGUF de-quantized once, then memory-mapped)."""
+    from .model.backbone_cache import backbones_dir, cache_entries, clear_cache
+
+    if args.action == "clear":
+        print(f"freed {clear_cache() / 1e6:,.1f} MB in {backbones_dir()}")
+        return 0
+    entries = cache_entries()
+    print(f"{backbones_dir()}: " + (f"{len(entries)} converted backbone(s)" if entries else "no converted backbones yet"))
+    for e in entries:
+        state = "ok" if e.ok else "damaged (rebuilt on next load)"
+        print(f"  {e.key[:12]}  {e.dtype:<9} {e.bytes / 1e6:8,.1f} MB  {state}  {e.source}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Re-save a trained adapter in a smaller dtype (how the shipped bf16 default is made)."""
     import torch
+
+    from .model.lcirc_model import LCIRCModel
 
     model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone)
     path = model.save_pretrained(args.output, dtype=getattr(torch, args.dtype))
@@ -200,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="describe a memory file")
     info.add_argument("memory")
     info.set_defaults(func=cmd_info)
+
+    cache = commands.add_parser("cache", help="show or clear the converted-backbone cache")
+    cache.add_argument("action", choices=["info", "clear"], help="info: list the entries; clear: delete them all")
+    cache.set_defaults(func=cmd_cache)
     return parser
 
 

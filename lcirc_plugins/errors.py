@@ -61,3 +61,7 @@ class MissingDependencyError(LCIRCError, ImportError):
 
 class AdapterNotFoundError(LCIRCError, FileNotFoundError):
     """An adapter name or directory does not exist."""
+
+
+class InvalidRequestError(LCIRCError, ValueError):
+    """A call to the app's API has a field of the wrong type or out of range (e.g. a dict where a book key goes)."""

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import pytest
 import torch
 from support import FAMILIES, SAMPLE_BOOK, TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+# The converted-backbone cache never touches the user's cache folder in tests: one fresh folder per run
+# (set at import, so subprocesses started by tests inherit it), removed at the end.
+os.environ["LCIRC_CACHE_DIR"] = tempfile.mkdtemp(prefix="lcirc-test-cache-")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(os.environ["LCIRC_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

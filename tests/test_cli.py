@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from lcirc_plugins.cli import describe, document_metadata, main
-from lcirc_plugins.data.documents import Document
+from lcirc_plugins.data.documents import Document, text_sections
 from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
 from lcirc_plugins.model.loading import NO_ADAPTER_WARNING
 from lcirc_plugins.model.memory import CompressedMemory
@@ -151,6 +151,33 @@ def test_appended_document_becomes_a_section_at_its_offset() -> None:
     assert "title:" in describe(base)
 
 
+HEAVY = ("torch", "transformers", "gradio", "lcirc_plugins.model.lcirc_model")
+
+
+@pytest.mark.parametrize(
+    ("entry", "argv", "avoid"),
+    [
+        ("lcirc_plugins.cli", ["--help"], HEAVY),
+        ("lcirc_plugins.cli", ["cache", "info"], HEAVY),
+        ("lcirc_plugins.app.__main__", ["--help"], HEAVY),
+        ("lcirc_plugins.cli", ["info", "MEMORY"], HEAVY[1:]),  # reading a memory needs torch, not the model
+    ],
+)
+def test_light_commands_import_no_heavy_modules(tmp_path: Path, entry: str, argv: list[str], avoid: tuple[str, ...]) -> None:
+    memory = tiny_memory().save(tmp_path / "book.memory.safetensors")
+    argv = [str(memory) if a == "MEMORY" else a for a in argv]
+    code = (
+        "import sys, contextlib, io\n"
+        f"from {entry} import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        f"    main({argv!r})\n"
+        f"print([m for m in {list(avoid)!r} if m in sys.modules])"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
 def test_module_entry_point_exits_2_without_traceback(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "lcirc_plugins", "ask", str(tmp_path / "missing.md"), "Who?"],
@@ -173,23 +200,38 @@ def test_compress_info_then_ask_the_saved_memory(capsys: pytest.CaptureFixture[s
 
     code, out, err = run(capsys, "compress", book, "-o", memory_path)
     assert code == 0, err
-    match = SUMMARY.match(out.strip())
+    match = SUMMARY.match(out.strip().splitlines()[-1])
     assert match, out
     assert match.group(4) == str(memory_path) and memory_path.is_file()
-    assert (NO_ADAPTER_WARNING in err) == (not DEFAULT_ADAPTER_DIR.is_dir())
+    untrained = not DEFAULT_ADAPTER_DIR.is_dir()
+    assert_status_first(out, untrained)
+    assert NO_ADAPTER_WARNING not in err  # said plainly on stdout instead of as a warning
     memory = CompressedMemory.load(memory_path)
     assert f"{memory.num_tokens:,}" == match.group(1) and f"{memory.num_vectors:,}" == match.group(2)
     assert memory.metadata["title"] == "treasure" and memory.metadata["source"] == str(book)
-    assert memory.metadata["sections"] == []
+    text = book.read_text(encoding="utf-8")
+    assert memory.metadata["sections"] == [[t, o] for t, o in text_sections(text)] and memory.metadata["sections"]
 
     code, out, _ = run(capsys, "info", memory_path)
     assert code == 0 and "treasure" in out and f"{memory.num_tokens:,}" in out and memory.adapter_fingerprint in out
+    assert f"sections:  {len(text_sections(text))}" in out
+    assert ("untrained fallback (untrained: gates closed)" in out) == untrained
 
-    # A separate invocation loads the model again: it must accept the memory the first one wrote.
+    # A separate invocation loads the model again (from the converted-backbone cache now): it must accept
+    # the memory the first one wrote.
     code, out, err = run(capsys, "ask", memory_path, "Who is the captain?", "--max-new-tokens", "8")
     assert code == 0, err
     assert out.endswith("\n") and out.strip()
+    assert_status_first(out, untrained)
     assert "error" not in err
+
+
+def assert_status_first(out: str, untrained: bool) -> None:
+    """The model's status comes before anything else: backbone, adapter, and the untrained notice if so."""
+    lines = out.splitlines()
+    assert lines[0] == "backbone: smollm2-135m-instruct", out
+    assert lines[1].startswith("adapter:  ") and ("untrained" in lines[1]) == untrained
+    assert ("do not use the book" in out.split("\n\n")[0]) == untrained
 
 
 @pytest.mark.slow
@@ -204,10 +246,11 @@ def test_ask_a_book_directly_and_append(capsys: pytest.CaptureFixture[str], tmp_
     first = CompressedMemory.load(memory_path)
     code, out, err = run(capsys, "compress", book, "-o", memory_path, "--append", memory_path)
     assert code == 0, err
-    assert out.startswith("Appended ")
+    assert out.strip().splitlines()[-1].startswith("Appended ")
     both = CompressedMemory.load(memory_path)
     assert both.num_chars == 2 * first.num_chars
-    assert both.metadata["sections"] == [["treasure", first.num_chars]]
+    own = [[t, o + first.num_chars] for t, o in first.metadata["sections"]]
+    assert both.metadata["sections"] == first.metadata["sections"] + [["treasure", first.num_chars]] + own
 
 
 def test_export_writes_a_bf16_adapter_that_loads_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -68,23 +67,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     os.environ["GRADIO_TEMP_DIR"] = str(data_dir / "gradio-uploads")  # before gradio is imported
 
+    from ..cli import load_model, print_status
     from ..errors import LCIRCError
-    from ..model.loading import load_model
     from .handlers import AppContext
     from .ui import launch
 
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", UserWarning)
-            model = load_model(args.adapter, args.backbone)
-        for warning in caught:
-            if issubclass(warning.category, UserWarning):
-                print(f"warning: {warning.message}", file=sys.stderr)
+        model = load_model(args.adapter, args.backbone)
     except LCIRCError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    print_status(model, args.adapter)
     ctx = AppContext.create(
-        model, data_dir, max_upload_bytes=int(args.max_upload_mb * 1024 * 1024), share_library=not args.private_library
+        model,
+        data_dir,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        share_library=not args.private_library,
+        adapter=args.adapter,
     )
     print(f"library: {data_dir} ({len(ctx.library.books())} books for this model)")
     launch(ctx, host=args.host, port=args.port, max_upload_mb=args.max_upload_mb, concurrency=args.concurrency)

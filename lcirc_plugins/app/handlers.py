@@ -13,8 +13,10 @@ app says so and falls back to BM25 over the memory's segments (:func:`lcirc_plug
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import math
 import re
 import shutil
 import threading
@@ -28,10 +30,11 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..data.documents import SUPPORTED_EXTENSIONS, read_document
-from ..errors import LCIRCError
+from ..errors import InvalidRequestError, LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.memory import CompressedMemory, MemoryRows
 from ..model.provenance import evidence, memory_attention, segment_weights
+from ..model.status import ModelStatus, model_status
 from ..passages import bm25_scores, passages, rank_passages
 from .library import BookEntry, Library, chapter_at, sanitize_filename
 
@@ -62,10 +65,15 @@ class AppContext:
     max_upload_bytes: int = 50 * 1024 * 1024
     share_library: bool = True  # False: a session sees only the books it uploaded itself
     top_k: int = 3
+    adapter: str | None = None  # how the adapter was named ("default" or a directory), for the status line
 
     @classmethod
     def create(cls, model: LCIRCModel, data_dir: str | Path, **kwargs: Any) -> AppContext:
         return cls(model=model, library=Library(data_dir, model), **kwargs)
+
+    @functools.cached_property
+    def status(self) -> ModelStatus:
+        return model_status(self.model, self.adapter)
 
     @property
     def query_dependent(self) -> bool:
@@ -214,6 +222,38 @@ def _add_one(ctx: AppContext, path: Path, name: str, report: Callable[[int, int]
         raise
     title = document.title if document.title and document.title != stored.stem else Path(name).stem
     return ctx.library.add(document.text, title=title, filename=name, sections=document.sections, progress=report)
+
+
+# ----- API input checks ---------------------------------------------------------------------------------
+# The UI always sends well-formed values; a client of the HTTP API may send anything. These checks turn a
+# malformed call into one InvalidRequestError naming the field (the UI shows it as a gr.Error).
+
+
+def check_text(name: str, value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequestError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def check_book_keys(keys: Any) -> Any:
+    """Book keys are strings (one, or a list): a dict or a number where a key goes is refused."""
+    book_keys = [keys] if isinstance(keys, str) else keys
+    if book_keys is not None and not (isinstance(book_keys, list) and all(isinstance(k, str) for k in book_keys)):
+        raise InvalidRequestError(f"books must be a list of book keys (strings, as /add_books returns them), got {keys!r:.120}")
+    return keys
+
+
+def check_choice(name: str, value: Any, choices: Sequence[str]) -> Any:
+    if value not in choices:
+        raise InvalidRequestError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r:.60}")
+    return value
+
+
+def check_number(name: str, value: Any, low: float, high: float) -> float:
+    """``value`` as a float when it is a finite number in ``[low, high]``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not low <= value <= high:
+        raise InvalidRequestError(f"{name} must be a number from {low:g} to {high:g}, got {value!r:.60}")
+    return float(value)
 
 
 # ----- questions ----------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.documents import text_sections
 from ..errors import CorruptFileError, LCIRCError
 from ..model.lcirc_model import LCIRCModel
 from ..model.memory import CompressedMemory
@@ -28,18 +29,6 @@ from ..model.memory import CompressedMemory
 INDEX_NAME = "library.json"
 INDEX_VERSION = 1
 _SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-# Plain-text books have no structure in the file format: recognise the usual chapter headings
-# ("CHAPTER IV ...", "Chapter 1", "PART ONE--The Old Buccaneer", markdown "## Title", and a bare chapter
-# number on its own line followed by a title line, as in Project Gutenberg's Treasure Island).
-_NUMERAL = r"(?:[0-9]{1,3}|[IVXLCDM]{1,7}|[ivxlcdm]{1,7}|ONE|TWO|THREE|FOUR|FIVE|SIX|SEVEN|EIGHT|NINE|TEN|One|Two|Three|Four|Five|Six|Seven|Eight|Nine|Ten)\b"
-_HEADING = re.compile(
-    r"^[ \t]*((?:CHAPTER|Chapter|BOOK|Book|PART|Part|STAVE|Stave|VOLUME|Volume)[ \t]+"
-    + _NUMERAL
-    + r"[^\n]{0,80}|#{1,3}[ \t]+[^\n]{1,80})[ \t]*$",
-    re.MULTILINE,
-)
-_NUMBERED = re.compile(r"(?:^|\n)[ \t]*\n([0-9]{1,3})[ \t]*\n[ \t]*\n([^\n]{2,80}?)[ \t]*\n[ \t]*\n")
-
 ProgressCallback = Callable[[int, int], None]
 
 
@@ -51,19 +40,6 @@ def sanitize_filename(name: str, max_len: int = 80) -> str:
     if dot and len(suffix) <= 8:
         return f"{stem[: max_len - len(suffix) - 1]}.{suffix}"
     return name[:max_len]
-
-
-def text_sections(text: str) -> list[tuple[str, int]]:
-    """Chapter headings of a plain-text/markdown book as (title, character offset), in order.
-
-    A table of contents lists the headings again near the start: when a heading's first two words come
-    again later, only the later one (the real chapter) is kept.
-    """
-    found = [(m.group(1).strip().lstrip("#").strip(), m.start(1)) for m in _HEADING.finditer(text)]
-    found += [(f"{m.group(1)}. {m.group(2).strip()}", m.start(1)) for m in _NUMBERED.finditer(text)]
-    found.sort(key=lambda item: item[1])
-    keys = [" ".join(re.split(r"[\s\-.:]+", title.upper())[:2]) for title, _ in found]
-    return [item for i, item in enumerate(found) if keys[i] not in keys[i + 1 :]]
 
 
 def chapter_at(sections: list[tuple[str, int]] | list[list[Any]], offset: int) -> str | None:

@@ -21,6 +21,8 @@ try:
 except ImportError as err:  # pragma: no cover - depends on the installation
     raise MissingDependencyError("the app needs Gradio: pip install 'lcirc-plugins[app]'") from err
 
+from .api_checks import checked_payload, checked_slider, clear_payload_errors  # after the gradio check above
+
 TITLE = "LCIRC book chat"
 CSS = "#provenance blockquote {font-size: 0.9em; border-left: 3px solid #c33; padding-left: 0.6em;}"
 
@@ -61,29 +63,47 @@ def build_app(ctx: AppContext) -> gr.Blocks:
     with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as demo:
         session = gr.State(handlers.new_session())
         gr.Markdown(f"# {TITLE}\nUpload books (.txt, .md, .pdf, .epub), then ask questions about them.")
+        gr.Markdown(ctx.status.markdown(), elem_id="model-status")  # what answers, before the first question
         with gr.Row():
             with gr.Column(scale=1):
-                files = gr.File(
-                    label="Books", file_count="multiple", file_types=list(handlers.UPLOAD_EXTENSIONS), elem_id="upload"
+                files = clear_payload_errors(
+                    gr.File(label="Books", file_count="multiple", file_types=list(handlers.UPLOAD_EXTENSIONS), elem_id="upload"),
+                    "files must be a list of uploaded files (gradio_client.handle_file(path) for each)",
                 )
                 add = gr.Button("Compress and add to library", variant="primary", elem_id="add")
                 status = gr.Markdown(elem_id="status")
-                picker = gr.Dropdown(
-                    label="Ask about", choices=[], value=[], multiselect=True, allow_custom_value=True, elem_id="picker"
+                picker = checked_payload(
+                    gr.Dropdown(
+                        label="Ask about", choices=[], value=[], multiselect=True, allow_custom_value=True, elem_id="picker"
+                    ),
+                    handlers.check_book_keys,
                 )
                 with gr.Accordion("Generation settings", open=False):
-                    max_new_tokens = gr.Slider(8, 512, value=128, step=8, label="Max new tokens")
-                    temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)")
-                    mode = gr.Radio(
-                        [QD_MODE, PLAIN_MODE],
-                        value=QD_MODE if ctx.query_dependent else PLAIN_MODE,
-                        label="Memory",
-                        interactive=ctx.query_dependent,
+                    max_new_tokens = checked_slider(
+                        gr.Slider(8, 512, value=128, step=8, label="Max new tokens"), "max_new_tokens"
+                    )
+                    temperature = checked_slider(
+                        gr.Slider(0.0, 1.5, value=0.0, step=0.05, label="Temperature (0 = greedy)"), "temperature"
+                    )
+                    mode = checked_payload(
+                        gr.Radio(
+                            [QD_MODE, PLAIN_MODE],
+                            value=QD_MODE if ctx.query_dependent else PLAIN_MODE,
+                            label="Memory",
+                            interactive=ctx.query_dependent,
+                        ),
+                        lambda value: handlers.check_choice("mode", value, (QD_MODE, PLAIN_MODE)),
                     )
                     gr.Markdown(mode_note)
             with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Chat", height=420, elem_id="chat")
-                question = gr.Textbox(label="Question", placeholder="Who is Long John Silver?", elem_id="question")
+                chatbot = clear_payload_errors(
+                    gr.Chatbot(label="Chat", height=420, elem_id="chat"),
+                    "history must be a list of chat messages like {'role': 'user', 'content': '...'}",
+                )
+                question = checked_payload(
+                    gr.Textbox(label="Question", placeholder="Who is Long John Silver?", elem_id="question"),
+                    lambda value: handlers.check_text("question", value),
+                )
                 with gr.Row():
                     ask_button = gr.Button("Ask", variant="primary", elem_id="ask")
                     stop_button = gr.Button("Stop", variant="stop", elem_id="stop")

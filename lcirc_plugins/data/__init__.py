@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from lcirc_plugins._lazy import lazy_exports
 from lcirc_plugins.data.documents import SUPPORTED_EXTENSIONS, Document, read_document, read_text_bytes, validate_text
 from lcirc_plugins.data.qa_generation import QAGenerationStats, generate_qa_jsonl
-from lcirc_plugins.data.segmentation import TokenizedText, tokenize_with_offsets
 from lcirc_plugins.data.synthetic import (
     TASKS,
     LongContextExample,
@@ -20,6 +20,9 @@ from lcirc_plugins.data.synthetic import (
     read_jsonl,
     write_jsonl,
 )
+
+# Tokenization imports torch and transformers: loaded on first use, so reading a document stays light.
+__getattr__ = lazy_exports(__name__, {"TokenizedText": ".segmentation", "tokenize_with_offsets": ".segmentation"})
 
 __all__ = [
     "SUPPORTED_EXTENSIONS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -30,6 +30,17 @@ _ALLOWED_CONTROLS = frozenset("\n\r\t\f")
 _MAX_CONTROL_FRACTION = 0.10
 _CONTROL_SAMPLE_CHARS = 100_000
 _DOCS_EXTRA_HINT = "pip install 'lcirc-plugins[docs]'"
+# Plain-text books have no structure in the file format: recognise the usual chapter headings
+# ("CHAPTER IV ...", "Chapter 1", "PART ONE--The Old Buccaneer", markdown "## Title", and a bare chapter
+# number on its own line followed by a title line, as in Project Gutenberg's Treasure Island).
+_NUMERAL = r"(?:[0-9]{1,3}|[IVXLCDM]{1,7}|[ivxlcdm]{1,7}|ONE|TWO|THREE|FOUR|FIVE|SIX|SEVEN|EIGHT|NINE|TEN|One|Two|Three|Four|Five|Six|Seven|Eight|Nine|Ten)\b"
+_HEADING = re.compile(
+    r"^[ \t]*((?:CHAPTER|Chapter|BOOK|Book|PART|Part|STAVE|Stave|VOLUME|Volume)[ \t]+"
+    + _NUMERAL
+    + r"[^\n]{0,80}|#{1,3}[ \t]+[^\n]{1,80})[ \t]*$",
+    re.MULTILINE,
+)
+_NUMBERED = re.compile(r"(?:^|\n)[ \t]*\n([0-9]{1,3})[ \t]*\n[ \t]*\n([^\n]{2,80}?)[ \t]*\n[ \t]*\n")
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,22 @@ def read_document(path: str | os.PathLike[str], *, max_bytes: int | None = 50_00
     else:
         doc = Document(text=read_text_bytes(path.read_bytes(), name=str(path)), title=path.stem, source=str(path))
     validate_text(doc.text, source=doc.source)
+    if not doc.sections:  # no structure in the format (txt, md, pdf): find the chapter headings in the text
+        doc = replace(doc, sections=text_sections(doc.text))
     return doc
+
+
+def text_sections(text: str) -> list[tuple[str, int]]:
+    """Chapter headings of a plain-text/markdown book as (title, character offset), in order.
+
+    A table of contents lists the headings again near the start: when a heading's first two words come
+    again later, only the later one (the real chapter) is kept.
+    """
+    found = [(m.group(1).strip().lstrip("#").strip(), m.start(1)) for m in _HEADING.finditer(text)]
+    found += [(f"{m.group(1)}. {m.group(2).strip()}", m.start(1)) for m in _NUMBERED.finditer(text)]
+    found.sort(key=lambda item: item[1])
+    keys = [" ".join(re.split(r"[\s\-.:]+", title.upper())[:2]) for title, _ in found]
+    return [item for i, item in enumerate(found) if keys[i] not in keys[i + 1 :]]
 
 
 def check_unicode(text: str, *, source: str = "text") -> str:

@@ -24,13 +24,13 @@ from tqdm.auto import tqdm
 
 from ..data import synthetic
 from ..model.lcirc_model import LCIRCModel
+from ..model.status import CARD_END, CARD_START
 from .metrics import substring_match
 from .report import markdown_table, write_report
 from .systems import BM25RAG, LCIRCSystem, System, TruncatedBackbone
 from .tasks import needle_grid, perplexity_by_length
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-CARD_START, CARD_END = "<!-- measured:start -->", "<!-- measured:end -->"
 
 
 def card_systems(model: LCIRCModel) -> list[System]:

