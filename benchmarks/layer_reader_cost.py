@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from performance import BACKBONE, NEW_TOKENS, QUESTION, REPORT, RESULTS_DIR, best_of, book_text, chars_for_sizes
+from report_sections import write_section
 
-SECTION_START, SECTION_END = "<!-- layer-reader-cost:start -->", "<!-- layer-reader-cost:end -->"
-SECTION_FILE = RESULTS_DIR / "layer_reader_cost.md"
+SECTION = "layer-reader-cost"
 LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_correction": True, "lora_rank": 8}
 
 
@@ -81,7 +81,6 @@ def worker(chars: int, tokens_per_slot: int) -> dict[str, Any]:
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        SECTION_START,
         "## Layer reader (issue 15): per-layer memory cost",
         "",
         "`python benchmarks/layer_reader_cost.py` (untrained adapter of the layer reader's architecture: "
@@ -100,19 +99,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{r['prefill_floor']['s']:.1f} s | {r['build_over_prefill']:.2f}x | {r['question_s'] * 1000:.1f} ms | "
             f"{r['answer_memory_s']:.2f} / {r['answer_window_s']:.2f} s ({r['answer_ratio']:.2f}x) |"
         )
-    return "\n".join(lines + ["", SECTION_END, ""])
-
-
-def write_section(section: str) -> None:
-    """Replace (or append) the layer-reader section of RESULTS.md; the section is also kept as its own file."""
-    SECTION_FILE.write_text(section, encoding="utf-8")
-    text = REPORT.read_text(encoding="utf-8") if REPORT.is_file() else ""
-    if SECTION_START in text and SECTION_END in text:
-        head, rest = text.split(SECTION_START, 1)
-        text = head + section + rest.split(SECTION_END, 1)[1].lstrip("\n")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    REPORT.write_text(text, encoding="utf-8")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -136,7 +123,7 @@ def main() -> None:
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
     RESULTS_DIR.mkdir(exist_ok=True)
     (RESULTS_DIR / "layer_reader_cost.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    write_section(markdown(rows))
+    write_section(markdown(rows), REPORT, SECTION)
     print(f"[layer-reader-cost] wrote {REPORT}")
 
 

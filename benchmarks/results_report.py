@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from startup import read_section, write_section
+from report_sections import SECTIONS, read_section, write_section
 
 TARGETS = {
     "build": "Memory build for a 1M-token book at least 5x faster than the vector-index build",
@@ -345,7 +345,7 @@ def write_report(report: dict[str, Any], path: Path, figure_dir: Path, history_p
     history = []
     if history_path.is_file():
         history = [json.loads(line) for line in history_path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    old_startup = read_section(path)
+    kept = {name: read_section(path, name) for name in SECTIONS}  # measured by their own scripts
     report = json.loads(json.dumps(report))  # int keys -> str, as read back from the JSON
     names = figures(report, figure_dir)
     text = markdown(report, names, figure_dir.name, history)
@@ -354,9 +354,7 @@ def write_report(report: dict[str, Any], path: Path, figure_dir: Path, history_p
             "\n## Where the time goes (`benchmarks/profile_hot_paths.py`, torch.profiler at 128K tokens)\n\n"
             + profile_path.read_text(encoding="utf-8")
         )
-    layer_reader = profile_path.parent / "layer_reader_cost.md"  # written by layer_reader_cost.py
-    if layer_reader.is_file():
-        text = text.rstrip("\n") + "\n\n" + layer_reader.read_text(encoding="utf-8")
     path.write_text(text, encoding="utf-8")
-    if old_startup:  # benchmarks/startup.py's section is measured by another script: keep it as it was
-        write_section(old_startup, path)
+    for name, section in kept.items():
+        if section:
+            write_section(section, path, name)

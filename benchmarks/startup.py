@@ -30,9 +30,11 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
+from report_sections import write_section
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START, END = "<!-- startup:start -->", "<!-- startup:end -->"
+SECTION = "startup"
 BOOKS = [ROOT.parent / "shared" / "data" / "books" / "stevenson-treasure-island.txt", ROOT / "tests" / "data" / "sample-book.txt"]
 EXCERPT_CHARS = 64_000  # about 16K SmolLM2 tokens
 QUESTION = "Who is the captain?"
@@ -170,26 +172,6 @@ def cell(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds:.1f} s"
 
 
-def read_section(path: Path = RESULTS) -> str | None:
-    """The text between the startup markers of ``path``, if it has them."""
-    current = path.read_text(encoding="utf-8") if path.is_file() else ""
-    if START not in current or END not in current:
-        return None
-    return current.split(START, 1)[1].split(END, 1)[0].strip("\n")
-
-
-def write_section(text: str, path: Path = RESULTS) -> None:
-    """Replace (or append) the section between the startup markers; nothing else in the file changes."""
-    current = path.read_text(encoding="utf-8") if path.is_file() else ""
-    block = f"{START}\n{text}\n{END}"
-    if START in current and END in current:
-        head, rest = current.split(START, 1)
-        current = head + block + rest.split(END, 1)[1]
-    else:
-        current = current.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(current, encoding="utf-8")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default="2769aa6", help="the revision to compare with (default: before the cache)")
@@ -202,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = report(times, args.before)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section(section, RESULTS, SECTION)
     return 0
 
 

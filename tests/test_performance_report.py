@@ -105,21 +105,23 @@ def test_results_markdown_and_plots_are_written(tmp_path: Path):
     ]
 
 
-def test_the_startup_section_survives_a_new_performance_report(tmp_path: Path):
-    """benchmarks/startup.py owns its section of RESULTS.md; performance.py rewriting the rest keeps it."""
-    from startup import END, START, read_section, write_section
+@pytest.mark.parametrize("name", ["startup", "layer-reader-cost"])
+def test_a_separately_measured_section_survives_a_new_performance_report(tmp_path: Path, name: str):
+    """startup.py and layer_reader_cost.py own their sections of RESULTS.md; performance.py rewriting the rest keeps them."""
+    from report_sections import read_section, write_section
 
+    start = f"<!-- {name}:start -->"
     out = tmp_path / "RESULTS.md"
     out.write_text("# old performance report\n")
-    write_section("## Time to first answer\n| measured |", out)
+    write_section("## Measured apart\n| measured |", out, name)
     results_report.write_report(
         _report(10, 100, 1.5, 1.2, 500), out, tmp_path / "figures", tmp_path / "h.jsonl", tmp_path / "none.md"
     )
     text = out.read_text()
-    assert "old performance report" not in text and text.count(START) == 1 and text.count(END) == 1
-    assert read_section(out) == "## Time to first answer\n| measured |"
-    write_section("## Time to first answer\n| again |", out)
-    assert read_section(out) == "## Time to first answer\n| again |" and out.read_text().startswith(text.split(START)[0])
+    assert "old performance report" not in text and text.count(start) == 1
+    assert read_section(out, name) == "## Measured apart\n| measured |"
+    write_section("## Measured apart\n| again |", out, name)
+    assert read_section(out, name) == "## Measured apart\n| again |" and out.read_text().startswith(text.split(start)[0])
 
 
 def test_minilm_flops_counts_linear_layers_and_chunked_attention():
