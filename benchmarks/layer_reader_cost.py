@@ -1,8 +1,8 @@
 """Cost of the layer reader (issue 15): memory size, build, question and answer time, per book size.
 
-    python benchmarks/layer_reader_cost.py [--sizes 131072 1000000] [--tokens-per-slot 8 32]
+    python benchmarks/layer_reader_cost.py [--runs 131072:8 131072:32 1000000:32]
 
-Each (size, tokens per slot) runs in a fresh worker process, with an untrained adapter of the layer reader's
+Each run (book size in tokens : tokens per slot) goes in a fresh worker process, with an untrained adapter of the layer reader's
 architecture on the default backbone (speed does not depend on training). Beside each build: the backbone's
 own segment-wise prefill of the same tokens, the floor for a per-layer memory (one frozen forward over the
 book). Writes ``benchmarks/results/layer_reader_cost.json`` and the "Layer reader" section of
@@ -18,14 +18,13 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from performance import BACKBONE, NEW_TOKENS, QUESTION, REPORT, RESULTS_DIR, best_of, book_text, chars_for_sizes
 from report_sections import write_section
 
 SECTION = "layer-reader-cost"
-LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_correction": True, "lora_rank": 8}
+LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_selection": True, "query_dependent": True}
 
 
 def worker(chars: int, tokens_per_slot: int) -> dict[str, Any]:
@@ -83,11 +82,13 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "## Layer reader (issue 15): per-layer memory cost",
         "",
-        "`python benchmarks/layer_reader_cost.py` (untrained adapter of the layer reader's architecture: "
-        f"{rows[0]['memory_layers']} memory layers, d = 576, slot correction on; {rows[0]['torch_threads']} torch threads). "
-        "Build = one frozen forward over the book up to the last memory layer, then pooling and the Perceiver "
-        "correction; the floor is the backbone's own segment-wise prefill of the same tokens. Questions re-read "
-        "nothing (the copied heads read the slots from the prompt), so a question costs only concatenating rows.",
+        (
+            "`python benchmarks/layer_reader_cost.py` (untrained adapter of the layer reader's architecture: "
+            f"{rows[0]['memory_layers']} memory layers, d = 576, salience-selected slots, QD; {rows[0]['torch_threads']} torch threads). "
+            "Build = one frozen forward over the book up to the last memory layer, then slot selection; the floor is "
+            "the backbone's own segment-wise prefill of the same tokens. A question re-reads no text: the QD step "
+            "scores the stored slots for it (`LCIRCModel.read_memories`)."
+        ),
         "",
         "| tokens | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -104,27 +105,27 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[131_072, 1_000_000])
-    parser.add_argument("--tokens-per-slot", type=int, nargs="+", default=[8, 32])
+    parser.add_argument("--runs", nargs="+", default=["131072:8", "131072:32", "1000000:32"], help="SIZE:TOKENS_PER_SLOT")
     parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return
-    chars = chars_for_sizes(args.sizes)
+    runs = [tuple(int(x) for x in run.split(":")) for run in args.runs]
+    chars = chars_for_sizes(sorted({size for size, _ in runs}))
     rows = []
-    for size in args.sizes:
-        for tokens_per_slot in args.tokens_per_slot:
-            print(f"[layer-reader-cost] {size:,} tokens, {tokens_per_slot} per slot", flush=True)
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", str(chars[size]), str(tokens_per_slot)],
-                check=True, capture_output=True, text=True,
-            )
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "layer_reader_cost.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
-    write_section(markdown(rows), REPORT, SECTION)
-    print(f"[layer-reader-cost] wrote {REPORT}")
+    for size, tokens_per_slot in runs:
+        print(f"[layer-reader-cost] {size:,} tokens, {tokens_per_slot} per slot", flush=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--worker", str(chars[size]), str(tokens_per_slot)],
+            check=True, capture_output=True, text=True,
+        )
+        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        # Written after every run: a 1M-token run takes most of an hour here, and what was measured stays.
+        RESULTS_DIR.mkdir(exist_ok=True)
+        (RESULTS_DIR / "layer_reader_cost.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        write_section(markdown(rows), REPORT, SECTION)
+        print(f"[layer-reader-cost] wrote {REPORT}", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ task, so concurrent requests never see each other's memory.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import contextvars
+import inspect
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
