@@ -320,3 +320,22 @@ def test_qd_with_selected_slots_reads_their_first_layer_states(make_lcirc, sampl
     assert memory.latents is None
     first, second = (model.read_memories([memory], q).bias for q in ("Who is the captain?", "Where is the map?"))
     assert first.shape == (memory.num_vectors,) and not torch.allclose(first, second)
+
+
+def test_explicit_attention_weights_reproduce_the_read(make_lcirc, sample_text):
+    """Provenance reads the same probabilities the fused attention uses, QD bias and padding included."""
+    model = make_lcirc("qwen3", **LAYER, gate_init=0.5, tokens_per_slot=4)
+    index, block = next(iter(model.adapter.blocks().items()))
+    states = model.segment_states(_ids(12, seed=7))[:, :, 0]
+    positions = torch.arange(12.0)[None]
+    kv = block.project_memory(states, model.injector.rotary(index, positions, states))
+    mask = torch.tensor([[True] * 10 + [False] * 2])
+    bias = torch.randn(1, 12)
+    hidden = torch.randn(1, 3, 64)
+    query_rotary = model.injector.rotary(index, torch.arange(12.0, 15.0)[None], states)
+    with torch.no_grad():
+        weights = block.attention_weights(hidden, kv, mask, query_rotary, bias)
+        heads = (weights @ kv[1]).transpose(1, 2).reshape(1, 3, -1)
+        expected = block.parts.output(heads) + block._delta("o", heads)
+        assert torch.allclose(block.read(hidden, kv, mask, query_rotary, bias), expected, atol=1e-5)
+    assert torch.all(weights[..., 10:] == 0) and torch.allclose(weights.sum(-1), torch.ones(1, weights.shape[1], 3))

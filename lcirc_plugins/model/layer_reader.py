@@ -208,29 +208,29 @@ class LayerReader(nn.Module):
         memory_mask: torch.Tensor | None = None,
         rotary: RotaryTables | None = None,
         bias: torch.Tensor | None = None,
+        weights: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """What the layer's attention returns when it attends to the memory only: [B, T, d], before the gate."""
+        """What the layer's attention returns when it attends to the memory only: [B, T, d], before the gate.
+
+        ``weights``, when a list, receives the attention probabilities [B, heads, T, N] (provenance only).
+        """
         q = self._query(hidden, rotary)
         k, v = memory_kv
         if k.shape[0] != q.shape[0]:  # one memory shared by a batch of prompts
             k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
-        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=_logit_mask(memory_mask, bias, q.dtype), scale=self.parts.scaling)
+        mask = _logit_mask(memory_mask, bias, q.dtype)
+        if weights is not None:
+            scores = q @ k.transpose(-1, -2) * self.parts.scaling
+            weights.append((scores if mask is None else scores + mask).softmax(dim=-1))
+        heads = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.parts.scaling)
         heads = heads.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)  # (B, T, H*head_dim)
         return self.parts.output(heads) + self._delta("o", heads)
 
-    def attention_weights(
-        self,
-        hidden: torch.Tensor,
-        memory_kv: tuple[torch.Tensor, torch.Tensor],
-        memory_mask: torch.Tensor | None = None,
-        rotary: RotaryTables | None = None,
-        bias: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The probabilities :meth:`read` uses, [B, heads, T, N], computed explicitly (provenance only)."""
-        q = self._query(hidden, rotary)
-        scores = q @ memory_kv[0].transpose(-1, -2) * self.parts.scaling
-        mask = _logit_mask(memory_mask, bias, scores.dtype)
-        return (scores if mask is None else scores + mask).softmax(dim=-1)
+    def attention_weights(self, *args: object) -> torch.Tensor:
+        """The probabilities :meth:`read` uses for the same arguments, [B, heads, T, N] (provenance only)."""
+        weights: list[torch.Tensor] = []
+        self.read(*args, weights=weights)  # type: ignore[arg-type]
+        return weights[0]
 
     def forward(
         self,
