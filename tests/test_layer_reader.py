@@ -50,7 +50,7 @@ def test_copied_block_reproduces_its_layers_own_attention(make_lcirc, tiny_backb
     """Memory = the layer's own normed inputs for the same tokens and positions -> the layer's attention output."""
     model = make_lcirc(family, **LAYER)
     backbone, ids = tiny_backbones[family], _ids(12)
-    layers = model._decoder_layers[0]
+    layers = model.injector.layers
     inputs, outputs = {}, {}
     handles = []
     for index, block in model.adapter.blocks().items():
@@ -261,7 +261,7 @@ def test_qd_scores_stored_slots_for_the_question_without_reading_the_book(make_l
         model.adapter.compressor.query_mixer.attn_gate.fill_(1.0)
     memory = model.compress(sample_text[:400])  # the adapter changed: its memories are made again
     calls = []
-    layer = model._decoder_layers[0][0]
+    layer = model.injector.layers[0]
     handle = layer.register_forward_pre_hook(lambda *a: calls.append(1))
     try:
         first = model.read_memories([memory], "Who is the captain?")

@@ -144,15 +144,16 @@ class LayerMemoryCompressor(nn.Module):
         state: torch.Tensor | None,
         states: torch.Tensor,
         mask: torch.Tensor | None = None,
-        query_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-        query_mask: torch.Tensor | None = None,
+        scores: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """One segment: (``h(i-1)``, states [B, L, M, d]) -> (slots [B, K, M, d], centres [B, K], ``h(i)``).
 
-        The question plays no part here (see :meth:`slot_bias`), so a memory serves every question.
+        The question plays no part here (see :meth:`slot_bias`), so a memory serves every question. ``scores``
+        are the salience logits of :meth:`scores` when the caller already has them (slot selection).
         """
         if self.salience is not None:
-            return (*select_tokens(states, self.scores(states, mask), self.tokens_per_slot), state)
+            scores = self.scores(states, mask) if scores is None else scores
+            return (*select_tokens(states, scores, self.tokens_per_slot), state)
         pooled, centres = pool_windows(states, mask, self.tokens_per_slot)
         if not self.corrected or state is None:
             return pooled, centres, state

@@ -47,6 +47,7 @@ class AttentionAnatomy:
 
     norm: nn.Module  # the layer's input norm
     attention: nn.Module
+    dim: int
     num_heads: int
     num_kv_heads: int
     head_dim: int
@@ -54,11 +55,6 @@ class AttentionAnatomy:
     fused_qkv: bool  # GPT-2's c_attn
     post_norm: nn.Module | None  # Gemma-style sandwich norm applied to the attention output
     rotary: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-    @property
-    def dim(self) -> int:
-        weight = self.attention.c_attn.weight if self.fused_qkv else self.attention.q_proj.weight
-        return weight.shape[0] if self.fused_qkv else weight.shape[1]
 
     def query(self, x: torch.Tensor) -> torch.Tensor:
         if self.fused_qkv:
@@ -118,7 +114,8 @@ def anatomy(layer: nn.Module) -> AttentionAnatomy:
             return family_rotary(x, x, cos.to(x.dtype), sin.to(x.dtype))[0]
     else:
         rotary = _apply_rotary
-    return AttentionAnatomy(norm, attention, heads, kv_heads, head_dim, scaling, fused, post_norm, rotary)
+    dim = attention.c_attn.weight.shape[0] if fused else attention.q_proj.in_features  # Conv1D weights are [in, out]
+    return AttentionAnatomy(norm, attention, dim, heads, kv_heads, head_dim, scaling, fused, post_norm, rotary)
 
 
 def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:

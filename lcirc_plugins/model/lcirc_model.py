@@ -63,7 +63,6 @@ class LCIRCModel(nn.Module):
         self.adapter = LCIRCAdapter(dim, config.gca_layers, config, layers).to(device=device, dtype=adapter_dtype)
         rotary = memory_rotary(backbone, layers) if self.adapter.reads_layers else None
         self.injector = MemoryInjector(layers, self.adapter.blocks(), rotary)
-        self._decoder_layers = [layers]  # a list, so the backbone's layers are not registered twice
         self.signature = {**backbone_signature(backbone, tokenizer), "name_or_path": self.backbone_name}
 
     # ----- construction and checkpoints -------------------------------------------------------------
@@ -285,7 +284,7 @@ class LCIRCModel(nn.Module):
         The layer reader's memory lives in these spaces. The forward stops once the last memory layer's
         input is taken: the layers above it and the LM head are never run.
         """
-        layers, memory_layers, blocks = self._decoder_layers[0], self.config.gca_layers, self.adapter.blocks()
+        layers, memory_layers, blocks = self.injector.layers, self.config.gca_layers, self.adapter.blocks()
         captured: dict[int, torch.Tensor] = {}
 
         def capture(index: int):
@@ -325,9 +324,10 @@ class LCIRCModel(nn.Module):
         for i, ids in enumerate(segments):
             states = self.segment_states(ids)
             with torch.set_grad_enabled(torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)):
-                new, where, state = compressor.step(state, states)
-                if compressor.salience is not None and torch.is_grad_enabled():
-                    scores.append(compressor.scores(states))
+                salience = compressor.scores(states) if compressor.salience is not None else None
+                new, where, state = compressor.step(state, states, scores=salience)
+                if salience is not None and torch.is_grad_enabled():
+                    scores.append(salience)
             slots.append(new)
             centres.append(where + offset)
             if state is not None:
@@ -417,7 +417,7 @@ class LCIRCModel(nn.Module):
         No pass over the book: only the memory's latents and the question's embeddings are read.
         """
         memory.check_compatible(self.adapter_fingerprint, self.signature)
-        if getattr(self.adapter.compressor, "query_mixer", None) is None:
+        if self.adapter.compressor.query_mixer is None:
             return None
         latents = memory.slot_latents()
         latents = memory.features[:, 0] if latents is None else latents
@@ -470,7 +470,7 @@ class LCIRCModel(nn.Module):
 
     @property
     def adapter_dtype(self) -> torch.dtype:
-        return self.adapter.blocks()[self.config.gca_layers[0]].attn_gate.dtype
+        return next(self.adapter.gca.parameters()).dtype
 
     # ----- decoding ---------------------------------------------------------------------------------
 
