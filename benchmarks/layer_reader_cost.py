@@ -1,8 +1,9 @@
 """Cost of the layer reader (issue 15): memory size, build, question and answer time, per book size.
 
-    python benchmarks/layer_reader_cost.py [--runs 131072:8 131072:32 1000000:32]
+    python benchmarks/layer_reader_cost.py [--runs 131072:8 131072:32 131072:32x8]
 
-Each run (book size in tokens : tokens per slot) goes in a fresh worker process, with an untrained adapter of the layer reader's
+Each run (book size in tokens : tokens per slot, optionally ``xN``: N such memories read together, as when a
+question spans N books) goes in a fresh worker process, with an untrained adapter of the layer reader's
 architecture on the default backbone (speed does not depend on training). Beside each build: the backbone's
 own segment-wise prefill of the same tokens, the floor for a per-layer memory (one frozen forward over the
 book). Writes ``benchmarks/results/layer_reader_cost.json`` and the "Layer reader" section of
@@ -27,7 +28,7 @@ SECTION = "layer-reader-cost"
 LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_selection": True, "query_dependent": True}
 
 
-def worker(chars: int, tokens_per_slot: int) -> dict[str, Any]:
+def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
     import torch
 
     from lcirc_plugins import LCIRCConfig, LCIRCModel
@@ -45,7 +46,9 @@ def worker(chars: int, tokens_per_slot: int) -> dict[str, Any]:
                 model.backbone.base_model(input_ids=piece[None], use_cache=False)
 
     floor, _ = best_of(1, prefill)
-    question, rows = best_of(3, lambda: model.read_memories([memory], QUESTION))
+    # N memories read together: the QD step and the answer see N times the slots (a 1M-token memory as 8 books of
+    # 128K), while the build and its floor are one book's.
+    question, rows = best_of(3, lambda: model.read_memories([memory] * copies, QUESTION))
     prompt = model.prompt_ids(QUESTION, NEW_TOKENS)
 
     def answer(memory_rows: Any) -> float:
@@ -60,13 +63,14 @@ def worker(chars: int, tokens_per_slot: int) -> dict[str, Any]:
         timings["window"].append(answer(None))
     layers = memory.features.shape[1]
     return {
-        "tokens": memory.num_tokens,
+        "tokens": memory.num_tokens * copies,
+        "books": copies,
         "tokens_per_slot": tokens_per_slot,
-        "slots": memory.num_vectors,
+        "slots": memory.num_vectors * copies,
         "memory_layers": layers,
         "floats_per_token": memory.features[0].numel() / tokens_per_slot,
-        "memory_mib_float32": memory.features.numel() * 4 / 2**20,
-        "memory_mib_bfloat16": memory.features.numel() * 2 / 2**20,
+        "memory_mib_float32": memory.features.numel() * 4 * copies / 2**20,
+        "memory_mib_bfloat16": memory.features.numel() * 2 * copies / 2**20,
         "build": build,
         "prefill_floor": floor,
         "build_over_prefill": build["s"] / floor["s"],
@@ -87,15 +91,16 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"{rows[0]['memory_layers']} memory layers, d = 576, salience-selected slots, QD; {rows[0]['torch_threads']} torch threads). "
             "Build = one frozen forward over the book up to the last memory layer, then slot selection; the floor is "
             "the backbone's own segment-wise prefill of the same tokens. A question re-reads no text: the QD step "
-            "scores the stored slots for it (`LCIRCModel.read_memories`)."
+            "scores the stored slots for it (`LCIRCModel.read_memories`). A row of N books reads N memories of the "
+            "size shown at once (QD step and answer over all their slots); its build and floor are one book's."
         ),
         "",
-        "| tokens | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| tokens | books | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['tokens']:,} | {r['tokens_per_slot']} | {r['slots']:,} | {r['memory_mib_float32']:,.0f} / "
+            f"| {r['tokens']:,} | {r.get('books', 1)} | {r['tokens_per_slot']} | {r['slots']:,} | {r['memory_mib_float32']:,.0f} / "
             f"{r['memory_mib_bfloat16']:,.0f} MiB | {r['build']['s']:.1f} s (+{r['build']['peak_increase_mib']:,.0f} MiB) | "
             f"{r['prefill_floor']['s']:.1f} s | {r['build_over_prefill']:.2f}x | {r['question_s'] * 1000:.1f} ms | "
             f"{r['answer_memory_s']:.2f} / {r['answer_window_s']:.2f} s ({r['answer_ratio']:.2f}x) |"
@@ -103,27 +108,40 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def parse_run(run: str) -> tuple[int, int, int]:
+    """``SIZE:TOKENS_PER_SLOT[xBOOKS]`` -> (size, tokens per slot, books)."""
+    size, _, rest = run.partition(":")
+    tokens_per_slot, _, books = rest.partition("x")
+    return int(size), int(tokens_per_slot), int(books or 1)
+
+
+def run_key(row: dict[str, Any]) -> tuple[int, int, int]:
+    return row["tokens"], row.get("books", 1), row["tokens_per_slot"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", default=["131072:8", "131072:32", "1000000:32"], help="SIZE:TOKENS_PER_SLOT")
-    parser.add_argument("--worker", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--runs", nargs="+", default=["131072:8", "131072:32", "131072:32x8"], help="SIZE:TOKENS_PER_SLOT[xBOOKS]")
+    parser.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(worker(*args.worker)))
         return
-    runs = [tuple(int(x) for x in run.split(":")) for run in args.runs]
-    chars = chars_for_sizes(sorted({size for size, _ in runs}))
-    rows = []
-    for size, tokens_per_slot in runs:
-        print(f"[layer-reader-cost] {size:,} tokens, {tokens_per_slot} per slot", flush=True)
+    runs = [parse_run(run) for run in args.runs]
+    chars = chars_for_sizes(sorted({size for size, _, _ in runs}))
+    results = RESULTS_DIR / "layer_reader_cost.json"
+    rows = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []  # earlier runs stay unless re-measured
+    for size, tokens_per_slot, books in runs:
+        print(f"[layer-reader-cost] {books} x {size:,} tokens, {tokens_per_slot} per slot", flush=True)
         out = subprocess.run(
-            [sys.executable, __file__, "--worker", str(chars[size]), str(tokens_per_slot)],
+            [sys.executable, __file__, "--worker", str(chars[size]), str(tokens_per_slot), str(books)],
             check=True, capture_output=True, text=True,
         )
-        rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        # Written after every run: a 1M-token run takes most of an hour here, and what was measured stays.
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        rows = sorted([r for r in rows if run_key(r) != run_key(row)] + [row], key=run_key)
+        # Written after every run: a long run takes most of an hour here, and what was measured stays.
         RESULTS_DIR.mkdir(exist_ok=True)
-        (RESULTS_DIR / "layer_reader_cost.json").write_text(json.dumps(rows, indent=2), encoding="utf-8")
+        results.write_text(json.dumps(rows, indent=2), encoding="utf-8")
         write_section(markdown(rows), REPORT, SECTION)
         print(f"[layer-reader-cost] wrote {REPORT}", flush=True)
 

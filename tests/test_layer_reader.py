@@ -211,6 +211,33 @@ def test_config_defaults_and_validation():
         LCIRCConfig(reader="layer", lora_rank=-1)
     with pytest.raises(ConfigError, match="slot_selection"):
         LCIRCConfig(reader="layer", slot_selection=True, slot_correction=True)
+    selecting = LCIRCConfig(reader="layer", slot_selection=True)
+    assert selecting.resolve_salience_layer(30) == 15 and config.resolve_salience_layer(30) is None
+    with pytest.raises(ConfigError, match="salience_layer 3 must be one of the memory layers"):
+        LCIRCConfig(reader="layer", slot_selection=True, salience_layer=3).resolve_salience_layer(30)
+
+
+def test_the_salience_target_skips_the_sink_and_sharpens_toward_the_top():
+    from lcirc_plugins.training.trainer import attention_to_context
+
+    rows = torch.tensor([0.7, 0.05, 0.15, 0.1, 0.0])  # every position's attention: context of 3, then 2 more
+    attention = [rows.expand(1, 2, 5, 5).clone()]
+    labels = torch.tensor([[7, 7]])  # both decoder tokens labelled: no prompt row to compare with
+    plain = attention_to_context(attention, labels, 3)
+    assert torch.allclose(plain, torch.tensor([[0.0, 0.25, 0.75]]))
+    sharp = attention_to_context(attention, labels, 3, temperature=0.5)
+    assert torch.allclose(sharp, torch.tensor([[0.0, 0.1, 0.9]]))
+
+
+def test_the_salience_target_keeps_what_the_answer_reads_more_than_the_prompt():
+    from lcirc_plugins.training.trainer import attention_to_context
+
+    attention = torch.zeros(1, 1, 7, 7)  # 4 context tokens, then a decoder input of 3
+    attention[0, 0, 4] = torch.tensor([0.5, 0.3, 0.1, 0.1, 0.0, 0.0, 0.0])  # a prompt position: parks on tokens 0 and 1
+    attention[0, 0, 5] = torch.tensor([0.4, 0.3, 0.3, 0.0, 0.0, 0.0, 0.0])  # the position that predicts the answer
+    labels = torch.tensor([[-100, -100, 7]])  # decoder position 1 (row 5) predicts the labelled token
+    target = attention_to_context([attention], labels, 4)
+    assert torch.allclose(target, torch.tensor([[0.0, 0.0, 1.0, 0.0]])), "token 1 is read as much by the prompt: not salient"
 
 
 def test_r0_training_makes_the_own_memory_matter(smollm2_tokenizer, tmp_path):
@@ -291,6 +318,9 @@ def test_selected_slots_are_the_most_salient_tokens_in_text_order(make_lcirc, sa
     ids = memory.token_ids.long()[None, : model.config.segment_len]
     states = model.segment_states(ids)
     scores = model.adapter.compressor.scores(states)[0]
+    middle = model.config.gca_layers.index(model.config.salience_layer)
+    assert model.config.salience_layer == min(model.config.gca_layers, key=lambda i: abs(i - len(model.injector.layers) // 2))
+    assert torch.equal(scores, model.adapter.compressor.salience(states[0, :, middle]).squeeze(-1)), "the scorer reads the middle layer"
     chosen = memory.positions[: model.config.segment_len // 8].long()
     assert torch.equal(chosen, scores.topk(len(chosen)).indices.sort().values)
     assert torch.equal(memory.features[: len(chosen)], states[0, chosen])
@@ -304,6 +334,7 @@ def test_the_salience_scorer_learns_where_the_backbone_looks(make_lcirc):
     _, attention = module.teacher(example, with_attention=True)
     target = attention_to_context(attention, example.labels[None], 16)
     assert target.shape == (1, 16) and torch.allclose(target.sum(), torch.tensor(1.0))
+    assert target[0, 0] == 0, "the attention sink is not a place to keep"
     assert model.backbone.config._attn_implementation != "eager", "the teacher's eager attention is switched back"
     module(example).backward()
     scorer = model.adapter.compressor.salience.weight
@@ -339,3 +370,28 @@ def test_explicit_attention_weights_reproduce_the_read(make_lcirc, sample_text):
         expected = block.parts.output(heads) + block._delta("o", heads)
         assert torch.allclose(block.read(hidden, kv, mask, query_rotary, bias), expected, atol=1e-5)
     assert torch.all(weights[..., 10:] == 0) and torch.allclose(weights.sum(-1), torch.ones(1, weights.shape[1], 3))
+
+
+def test_held_out_answers_count_exact_and_contained_replies(make_lcirc, smollm2_tokenizer):
+    """``eval_answer_exact`` wants the label token for token; ``eval_answer_contains`` its text anywhere in the reply."""
+    from lcirc_plugins.training.data import TrainExample
+    from lcirc_plugins.training.trainer import answer_matches
+
+    model = make_lcirc("llama", **LAYER, gate_init=0.3)
+    model.eval()
+    prompt = torch.tensor(smollm2_tokenizer("The pass key is")["input_ids"])
+    memory = model.compress_ids(_ids(16, seed=3)[0])
+    reply = model.generate(prompt[None], memory=memory, max_new_tokens=6, do_sample=False)[0, len(prompt) :]
+
+    def example(answer: torch.Tensor) -> TrainExample:
+        ids = torch.cat([prompt, answer])
+        return TrainExample([], ids, torch.cat([torch.full_like(prompt, -100), answer]))
+
+    assert answer_matches(model, example(reply[:3]), memory) == (True, True)
+    later = reply[2:4]  # what the reply says after its first two tokens
+    assert smollm2_tokenizer.decode(later).strip() in smollm2_tokenizer.decode(reply)
+    assert answer_matches(model, example(later), memory)[1] is True
+    assert answer_matches(model, example(later), memory)[0] is (torch.equal(reply[:2], later))
+    other = torch.tensor(smollm2_tokenizer(" zebra quartet")["input_ids"])
+    assert "zebra quartet" not in smollm2_tokenizer.decode(reply)
+    assert answer_matches(model, example(other), memory) == (False, False)

@@ -258,6 +258,17 @@ def test_the_curriculum_grows_the_number_of_segments(smollm2_tokenizer, tmp_path
     assert max(counts[:5]) <= 2 and max(counts[40:]) > 3
 
 
+def test_held_out_texts_are_cut_into_full_segments_like_the_product_cuts_them(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    config = _config(tmp_path, stage="qa", data="synthetic:passkey", min_segments=2, max_segments=4)
+    for split, full in (("eval", True), ("train", False)):
+        stream = ExampleStream(smollm2_tokenizer, config, split, shuffle_buffer=1)
+        lengths = [[s.shape[1] for s in next(stream).segments] for _ in range(8)]
+        cut_like_the_product = all(all(n == 32 for n in example[:-1]) for example in lengths)
+        assert cut_like_the_product == full, (split, lengths)
+
+
 def test_train_command_reports_config_errors_without_a_traceback(capsys):
     from lcirc_plugins.training.__main__ import main
 

@@ -83,6 +83,13 @@ class LCIRCConfig:
             "pooled windows; the salience scorer is trained to match the backbone's own attention (TrainConfig.salience_distill)."
         },
     )
+    salience_layer: int | None = field(
+        default=None,
+        metadata={
+            "help": "'layer' reader with slot_selection: the memory layer whose states the salience scorer reads "
+            "(None: the memory layer nearest the middle of the backbone, where a linear scorer ranks best)."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
@@ -126,6 +133,17 @@ class LCIRCConfig:
         if self.reader == "layer":  # the layers where the model copies: the last three quarters (E5 used 8-29 of 30)
             return list(range(num_layers - (3 * num_layers) // 4, num_layers))
         return sorted(set(range(0, num_layers, self.gca_every)) | {num_layers - 1})
+
+    def resolve_salience_layer(self, num_layers: int) -> int | None:
+        """The memory layer the salience scorer reads (after :meth:`resolve_gca_layers`); None without selection."""
+        if not self.slot_selection:
+            return None
+        layers = self.resolve_gca_layers(num_layers)
+        if self.salience_layer is None:
+            return min(layers, key=lambda i: abs(i - num_layers // 2))
+        if self.salience_layer not in layers:
+            raise ConfigError(f"salience_layer {self.salience_layer} must be one of the memory layers {layers}")
+        return self.salience_layer
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -20,9 +20,10 @@ starts at 0: at initialisation the slots are exactly the pooled windows. With ``
 correction the memory is the uncompressed states (rung R0).
 
 ``slot_selection`` replaces pooling by selection: a segment keeps the exact states of its K most salient
-tokens, at their own positions, so the order of what is kept is never blurred; a linear scorer on the first
-memory layer's states ranks the tokens, trained to match where the backbone itself looks when it answers
-with the text in its window (``TrainConfig.salience_distill``).
+tokens, at their own positions, so the order of what is kept is never blurred. A linear scorer on one memory
+layer's states (``salience_layer``, by default the one nearest the backbone's middle) ranks the tokens,
+trained to match where the backbone reads when it answers with the text in its window, more than when it
+reads the prompt (``TrainConfig.salience_distill``, ``training.trainer.attention_to_context``).
 """
 
 from __future__ import annotations
@@ -86,6 +87,7 @@ class LayerMemoryCompressor(nn.Module):
         self.num_latents = math.ceil(config.max_segment_len / config.tokens_per_slot)  # latent k owns window k
         self.corrected = config.slot_correction
         self.salience = nn.Linear(dim, 1) if config.slot_selection else None
+        self.salience_index = config.gca_layers.index(config.salience_layer) if config.slot_selection else 0
         self.query_mixer = None
         if config.query_dependent:  # QD: the question re-reads what the memory stores of each slot, never the book
             self.query_mixer = GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init)
@@ -110,8 +112,8 @@ class LayerMemoryCompressor(nn.Module):
         return None if mixer is None else mixer.project_memory(query_embeds)
 
     def scores(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Salience logits of a segment's tokens, [B, L], from the first memory layer's states (-inf on padding)."""
-        scores = self.salience(states[:, :, 0].to(self.salience.weight.dtype)).squeeze(-1)
+        """Salience logits of a segment's tokens, [B, L], from the ``salience_layer``'s states (-inf on padding)."""
+        scores = self.salience(states[:, :, self.salience_index].to(self.salience.weight.dtype)).squeeze(-1)
         return scores if mask is None else scores.masked_fill(~mask, float("-inf"))
 
     def slot_latents(self, latents: list[torch.Tensor], lengths: list[int], slots: torch.Tensor) -> torch.Tensor:

@@ -56,6 +56,7 @@ class LCIRCModel(nn.Module):
         self.tokenizer = tokenizer
         layers = find_decoder_layers(backbone, config.decoder_layers_path)
         config.gca_layers = config.resolve_gca_layers(len(layers))
+        config.salience_layer = config.resolve_salience_layer(len(layers))
         self.config = config
         self.backbone_name = backbone_name or str(getattr(backbone.config, "_name_or_path", ""))
         dim = backbone.get_input_embeddings().weight.shape[1]

@@ -67,6 +67,14 @@ class TrainConfig:
         default=1.0,
         metadata={"help": "Slot selection: weight of the KL from where the backbone looks in the text (its attention) to the salience scorer."},
     )
+    salience_temperature: float = field(
+        default=0.25,
+        metadata={
+            "help": "Slot selection: the attention target is sharpened to mass^(1/T) before the KL. Selection keeps a top-K, so "
+            "the order at the top matters, not the tail (measured: T = 1 covered the pass key in 72% of held-out segments "
+            "and fell with more steps, T = 0.25 in every segment whose budget could hold it)."
+        },
+    )
     min_doc_tokens: int = field(default=0, metadata={"help": "Skip documents shorter than this (FineWeb-Edu style filter)."})
     eval_every: int = field(default=100, metadata={"help": "Evaluate every n steps (0 disables)."})
     eval_examples: int = field(default=16, metadata={"help": "Held-out examples per evaluation."})
@@ -95,6 +103,8 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.salience_temperature <= 0:
+            raise ConfigError(f"salience_temperature must be > 0, got {self.salience_temperature}")
         if self.distill < 0 or self.salience_distill < 0:
             raise ConfigError(f"distill and salience_distill are loss weights >= 0, got {self.distill}, {self.salience_distill}")
         if not 0.0 <= self.reconstruct <= 1.0:
