@@ -18,6 +18,7 @@ from pathlib import Path
 from ..data.synthetic import load_haystack
 from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
+from ..model.loading import load_model
 from .benchmarks import FORMATS, QARecord, load_benchmark
 from .report import write_report
 from .systems import build_systems
@@ -76,8 +77,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _load(adapter: str | None, backbone: str | None, query_dependent: bool = False) -> LCIRCModel:
+    """The adapter by the package's one loading rule ("default" falls back to the untrained adapter), or a
+    fresh one for ``None``/"fresh"."""
     if adapter and adapter != "fresh":
-        return LCIRCModel.from_pretrained(adapter, backbone)
+        return load_model(adapter, backbone)
     return LCIRCModel.from_backbone(backbone or "smollm2-135m-instruct", LCIRCConfig(query_dependent=query_dependent))
 
 

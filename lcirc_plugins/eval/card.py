@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from ..data import synthetic
 from ..model.lcirc_model import LCIRCModel
+from ..model.loading import load_model
 from ..model.status import CARD_END, CARD_START
 from .metrics import substring_match
 from .report import markdown_table, write_report
@@ -162,7 +163,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
-    model = LCIRCModel.from_pretrained(args.adapter)
+    model = load_model(args.adapter)  # "default" falls back to the untrained adapter, as everywhere else
     systems = card_systems(model)
     books = synthetic.load_haystack(args.books)
     per_depth = max(1, args.samples // len(DEPTHS))

@@ -68,3 +68,16 @@ def test_writing_the_card_replaces_only_the_measured_section(tmp_path):
     (tmp_path / "bare.md").write_text("no markers")
     with pytest.raises(ValueError, match="no <!-- measured:start -->"):
         write_card(tmp_path / "bare.md", "x")
+
+
+@pytest.mark.slow  # about 140 s here: every card task on the real default backbone, one sample each
+def test_the_card_script_runs_on_the_default_adapter_fallback(tmp_path):
+    """`python -m lcirc_plugins.eval.card --adapter default` loads like every entry point: with no shipped
+    adapter it measures the untrained fallback (with its warning) instead of failing."""
+    from lcirc_plugins.eval.card import main
+    from lcirc_plugins.model.loading import UntrainedAdapterWarning
+
+    args = ["--adapter", "default", "--books", str(SAMPLE_BOOK), "--lengths", "200", "--needle-length", "200"]
+    with one_torch_thread(), pytest.warns(UntrainedAdapterWarning):
+        assert main([*args, "--samples", "1", "--out", str(tmp_path / "card")]) == 0
+    assert any((tmp_path / "card").iterdir()), "the card's measurements are written"

@@ -127,3 +127,16 @@ def test_cli_end_to_end_on_smollm2(tmp_path):
     # an untrained adapter has closed gates: LCIRC scores exactly as the truncated backbone
     assert ppl[("lcirc", 3072)] == pytest.approx(ppl[("truncated", 3072)], rel=1e-4)
     assert (out / "eval-perplexity.png").is_file() and (out / "eval-passkey-lcirc.png").is_file()
+
+
+def test_lcirc_eval_loads_adapters_by_the_package_rule(tmp_path):
+    """`lcirc-eval --adapter default` falls back to the untrained adapter; a named adapter that is missing is an error."""
+    from lcirc_plugins import LCIRCModel
+    from lcirc_plugins.errors import AdapterNotFoundError
+    from lcirc_plugins.eval.__main__ import _load
+    from lcirc_plugins.model.loading import UntrainedAdapterWarning
+
+    with pytest.warns(UntrainedAdapterWarning):
+        assert isinstance(_load("default", None), LCIRCModel)
+    with pytest.raises(AdapterNotFoundError):
+        _load(str(tmp_path / "no-such-adapter"), None)
