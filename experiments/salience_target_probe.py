@@ -40,12 +40,16 @@ def collect(model: LCIRCModel, config: TrainConfig, split: str, count: int) -> l
             _, attention = module.teacher(ex, with_attention=True)
         predicts = ex.labels[1:] != -100
         answer_rows, prompt_rows = predicts.nonzero().squeeze(-1) + c, (~predicts).nonzero().squeeze(-1) + c
-        mean = lambda at: torch.stack([a[0][:, at, :c].float().mean(dim=(0, 1)) for a in attention]).mean(0)  # noqa: E731
         rows.append({
-            "states": states, "answer": mean(answer_rows), "prompt": mean(prompt_rows),
+            "states": states, "answer": mean_attention(attention, answer_rows, c), "prompt": mean_attention(attention, prompt_rows, c),
             "key": [i for i, t in enumerate(context.tolist()) if t in key], "lengths": [s.shape[1] for s in ex.segments],
         })
     return rows
+
+
+def mean_attention(attention: list[torch.Tensor], rows: torch.Tensor, context_len: int) -> torch.Tensor:
+    """Mean over layers, heads and ``rows`` of the attention to each context token, [C]."""
+    return torch.stack([a[0][:, rows, :context_len].float().mean(dim=(0, 1)) for a in attention]).mean(0)
 
 
 def target(row: dict, variant: str, temperature: float) -> torch.Tensor:

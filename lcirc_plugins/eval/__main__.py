@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data.synthetic import load_haystack
+from ..model.backbone import DEFAULT_BACKBONE
 from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
 from ..model.loading import load_model
@@ -81,7 +82,7 @@ def _load(adapter: str | None, backbone: str | None, query_dependent: bool = Fal
     fresh one for ``None``/"fresh"."""
     if adapter and adapter != "fresh":
         return load_model(adapter, backbone)
-    return LCIRCModel.from_backbone(backbone or "smollm2-135m-instruct", LCIRCConfig(query_dependent=query_dependent))
+    return LCIRCModel.from_backbone(backbone or DEFAULT_BACKBONE, LCIRCConfig(query_dependent=query_dependent))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

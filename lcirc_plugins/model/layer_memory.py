@@ -108,8 +108,7 @@ class LayerMemoryCompressor(nn.Module):
 
     def project_query(self, query_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """Keys/values of the question for the QD mixer, computed once per compression."""
-        mixer = getattr(self, "query_mixer", None)
-        return None if mixer is None else mixer.project_memory(query_embeds)
+        return None if self.query_mixer is None else self.query_mixer.project_memory(query_embeds)
 
     def scores(self, states: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Salience logits of a segment's tokens, [B, L], from the ``salience_layer``'s states (-inf on padding)."""

@@ -191,10 +191,9 @@ class ExampleStream:
         input_ids = torch.tensor(prompt + answer + eos)
         labels = torch.tensor([IGNORE] * len(prompt) + answer + eos)
         query = torch.tensor(self.tokenizer(record["question"], add_special_tokens=False)["input_ids"])
-        if self.split == "eval":  # held-out texts are cut the way the product cuts them: full segments, then the rest
-            lengths = random_lengths(rng, len(context_ids), c.max_segment_len, c.max_segment_len)
-        else:
-            lengths = random_lengths(rng, len(context_ids), c.min_segment_len, c.max_segment_len)
+        # Held-out texts are cut the way the product cuts them: full segments, then the rest.
+        shortest = c.max_segment_len if self.split == "eval" else c.min_segment_len
+        lengths = random_lengths(rng, len(context_ids), shortest, c.max_segment_len)
         yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
 
 
