@@ -19,7 +19,6 @@ import logging
 import math
 import re
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
 
 from ..data.documents import SUPPORTED_EXTENSIONS, read_document
 from ..errors import InvalidRequestError, LCIRCError
@@ -259,16 +257,6 @@ def check_number(name: str, value: Any, low: float, high: float) -> float:
 # ----- questions ----------------------------------------------------------------------------------------
 
 
-class _StopFlag(StoppingCriteria):
-    """Ends ``generate`` in its worker thread once the user pressed stop (the stream was closed)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor | bool:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 def _features(ctx: AppContext, keys: Sequence[str], question: str, mode: str) -> list[tuple[str, CompressedMemory, MemoryRows]]:
     """(key, memory, rows) for the chosen books in the order picked; rows are QD-recompressed in QD mode."""
     out = []
@@ -318,12 +306,12 @@ def ask(
         return
     markdown, figure = WAITING_NOTE, None
     yield history, markdown, figure
-    stop = threading.Event()
-    kwargs: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([_StopFlag(stop)])}
+    kwargs: dict[str, Any] = {}
     if temperature and float(temperature) > 0:
         kwargs.update(do_sample=True, temperature=float(temperature))
+    stream = ctx.model.stream_text(PreparedPrompt(ids, features, tokens), max_new_tokens=int(max_new_tokens), **kwargs)
     try:
-        for piece in ctx.model.stream_text(PreparedPrompt(ids, features, tokens), max_new_tokens=int(max_new_tokens), **kwargs):
+        for piece in stream:
             history[-1]["content"] += piece
             yield history, markdown, figure
         _found, markdown, figure = answer_provenance(ctx, books, question, ids, history[-1]["content"])
@@ -334,7 +322,7 @@ def ask(
         history[-1]["content"] += f"\n\n⚠️ {err}"
         yield history, markdown, figure
     finally:
-        stop.set()  # the user pressed stop (generator closed) or generation ended: free the worker
+        stream.close()  # the user pressed stop (this generator was closed) or generation ended: free the worker
     if not history[-1]["content"].strip():
         history[-1]["content"] = NO_TEXT
         yield history, markdown, figure

@@ -8,14 +8,9 @@ ends before the first stop sequence, which is not included), and counts tokens f
 
 from __future__ import annotations
 
-import contextvars
-import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from ..errors import ConfigError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
@@ -192,23 +187,11 @@ class _TextAssembler:
         return text
 
 
-class _Cancelled(StoppingCriteria):
-    """Stops ``generate`` once the consumer of a stream has gone away (or a stop sequence was seen)."""
-
-    def __init__(self, event: threading.Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)  # type: ignore[return-value]
-
-
 class TextStream:
     """Iterate over the answer's text pieces; afterwards ``result`` holds the :class:`Generation`.
 
-    ``LCIRCModel.stream_text`` yields text only; this keeps the generated ids too, so the token count in
-    the usage metadata is exact. Generation runs in a worker thread started in a copy of the caller's
-    context (the memory reaches the decoder hooks through a ``ContextVar``), and it stops early when the
-    consumer stops iterating or a stop sequence appears.
+    Built on ``LCIRCModel.stream_text`` (which stops generating when the stream is closed); this adds the
+    LangChain stop sequences, cancelling generation as soon as one appears.
     """
 
     def __init__(self, model: LCIRCModel, prepared: PreparedPrompt, settings: GenerationSettings) -> None:
@@ -216,49 +199,25 @@ class TextStream:
         self.result: Generation | None = None
 
     def __iter__(self) -> Iterator[str]:
-        model, prepared, settings = self.model, self.prepared, self.settings
-        streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        cancel = threading.Event()
-        kwargs = settings.generate_kwargs(model)
-        criteria = StoppingCriteriaList([*(kwargs.pop("stopping_criteria", None) or []), _Cancelled(cancel)])
-        outcome: dict[str, Any] = {}
-
-        def run() -> None:
-            try:
-                outcome["ids"] = model.generate(
-                    prepared.input_ids,
-                    memory=prepared.memory,
-                    max_new_tokens=settings.max_new_tokens,
-                    streamer=streamer,
-                    stopping_criteria=criteria,
-                    **kwargs,
-                )
-            except BaseException as err:  # noqa: BLE001 - re-raised in the consumer's thread below
-                outcome["error"] = err
-                streamer.end()
-
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
+        prepared, settings = self.prepared, self.settings
+        stream = self.model.stream_text(prepared, max_new_tokens=settings.max_new_tokens, **settings.generate_kwargs(self.model))
         assembler = _TextAssembler(settings.stop)
         emitted: list[str] = []
-        worker.start()
         try:
-            for piece in streamer:
+            for piece in stream:
                 text = assembler.feed(piece)
                 if text:
                     emitted.append(text)
                     yield text
                 if assembler.stopped:
-                    cancel.set()
+                    stream.cancel()
             tail = assembler.finish()
             if tail:
                 emitted.append(tail)
                 yield tail
         finally:
-            cancel.set()  # a consumer that stopped early must not leave the worker generating
-            worker.join()
-        if "error" in outcome:
-            raise outcome["error"]
-        n = int(outcome["ids"].shape[1] - prepared.input_ids.shape[1])
+            stream.close()
+        n = len(stream.new_tokens)
         self.result = Generation(
             "".join(emitted),
             n,

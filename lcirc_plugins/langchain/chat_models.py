@@ -13,9 +13,9 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 
 from ..model.lcirc_model import PreparedPrompt
 from ..model.prompting import apply_chat_template
+from ..model.streaming import iterate_in_thread
 from ._common import LCIRCParams, last_user_text, to_chat_messages
 from ._generation import Generation, GenerationSettings, TextStream, generate, prepare
-from ._threads import iterate_in_thread
 
 
 class ChatLCIRC(LCIRCParams, BaseChatModel):

@@ -12,9 +12,9 @@ from langchain_core.outputs import Generation as LCGeneration
 from langchain_core.outputs import GenerationChunk, LLMResult
 
 from ..model.lcirc_model import PreparedPrompt
+from ..model.streaming import iterate_in_thread
 from ._common import LCIRCParams
 from ._generation import Generation, GenerationSettings, TextStream, generate, prepare
-from ._threads import iterate_in_thread
 
 
 class LCIRC(LCIRCParams, LLM):

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
@@ -29,6 +30,7 @@ from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.loading import load_model as load_lcirc_model
 from ..model.memory import CompressedMemory
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT
+from ..model.streaming import GenerationStream, iterate_in_thread
 
 # The longest input this project has measured end to end: tests/test_memory_scaling.py and
 # benchmarks/compression.py compress 1,000,000 tokens with a flat memory footprint.
@@ -38,7 +40,6 @@ DEFAULT_MAX_NEW_TOKENS = 256
 # LlamaIndex roles that chat templates do not know, mapped to the ones they do.
 _TEMPLATE_ROLES = {"developer": "system", "chatbot": "assistant", "model": "assistant", "function": "tool"}
 
-T = TypeVar("T")
 Prompt = str | list[dict[str, str]]
 
 
@@ -204,25 +205,27 @@ class LCIRCLLM(LLM):
         text, n_new = self._model.generate_text(prepared, max_new_tokens=max_new, **options)
         return text, self._usage(prepared, n_new)
 
-    def _stream(self, prompt: Prompt, kwargs: dict[str, Any]) -> tuple[Iterator[str], dict[str, Any]]:
+    def _stream(self, prompt: Prompt, kwargs: dict[str, Any]) -> tuple[GenerationStream, dict[str, Any]]:
         """Prepare now (so bad prompts fail at the call), then stream lazily."""
         max_new, options = self._options(kwargs)
         prepared = self._prepare(prompt, max_new)
         return self._model.stream_text(prepared, max_new_tokens=max_new, **options), self._usage(prepared)
 
     @staticmethod
-    def _completion_chunks(pieces: Iterator[str], raw: dict[str, Any]) -> CompletionResponseGen:
+    def _completion_chunks(pieces: GenerationStream, raw: dict[str, Any]) -> CompletionResponseGen:
         text = ""
-        for piece in pieces:
-            text += piece
-            yield CompletionResponse(text=text, delta=piece, raw=raw)
+        with contextlib.closing(pieces):  # a consumer that stops early stops the generation too
+            for piece in pieces:
+                text += piece
+                yield CompletionResponse(text=text, delta=piece, raw=raw)
 
     @staticmethod
-    def _chat_chunks(pieces: Iterator[str], raw: dict[str, Any]) -> ChatResponseGen:
+    def _chat_chunks(pieces: GenerationStream, raw: dict[str, Any]) -> ChatResponseGen:
         text = ""
-        for piece in pieces:
-            text += piece
-            yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece, raw=raw)
+        with contextlib.closing(pieces):
+            for piece in pieces:
+                text += piece
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=piece, raw=raw)
 
     @staticmethod
     def _chat_response(text: str, raw: dict[str, Any]) -> ChatResponse:
@@ -260,7 +263,7 @@ class LCIRCLLM(LLM):
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
         source = self._completion_prompt(prompt, formatted)
         pieces, raw = await asyncio.to_thread(self._stream, source, kwargs)
-        return _iterate_in_thread(self._completion_chunks(pieces, raw))
+        return iterate_in_thread(self._completion_chunks(pieces, raw))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -272,7 +275,7 @@ class LCIRCLLM(LLM):
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
         source = self._chat_prompt(messages)
         pieces, raw = await asyncio.to_thread(self._stream, source, kwargs)
-        return _iterate_in_thread(self._chat_chunks(pieces, raw))
+        return iterate_in_thread(self._chat_chunks(pieces, raw))
 
     # ----- answering over document memories (CompressedMemoryIndex query engines) ----------------------------
 
@@ -320,19 +323,6 @@ class LCIRCLLM(LLM):
         self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any
     ) -> AsyncIterator[str]:
         pieces = await asyncio.to_thread(self.stream_answer, question, memory, **kwargs)
-        async for piece in _iterate_in_thread(pieces):
-            yield piece
-
-
-async def _iterate_in_thread(iterator: Iterator[T]) -> AsyncIterator[T]:
-    """An async generator over a blocking iterator: every ``next`` runs in a worker thread.
-
-    ``asyncio.to_thread`` copies the caller's context into the thread, and ``LCIRCModel.stream_text`` starts
-    its own generation thread in a copied context too, so ContextVars (the injected memory) stay correct.
-    """
-    done = object()
-    while True:
-        item = await asyncio.to_thread(next, iterator, done)
-        if item is done:
-            return
-        yield item  # type: ignore[misc]
+        async with contextlib.aclosing(iterate_in_thread(pieces)) as chunks:  # closes the generation on early exit
+            async for piece in chunks:
+                yield piece

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import contextvars
-import threading
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, TextIteratorStreamer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..data.documents import check_unicode
 from ..data.segmentation import segment_spans, tokenize_with_offsets
@@ -24,6 +23,7 @@ from .injection import MemoryInjector, find_decoder_layers, memory_rotary
 from .layer_memory import slots_in
 from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
+from .streaming import GenerationStream
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
 Progress = bool | Callable[[int, int], None]
@@ -589,32 +589,12 @@ class LCIRCModel(nn.Module):
         new_tokens = out[0, prepared.input_ids.shape[1] :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), int(new_tokens.numel())
 
-    def stream_text(self, prepared: PreparedPrompt, *, max_new_tokens: int = 128, **generate_kwargs: Any) -> Iterator[str]:
-        """Yield generated text in pieces; generation runs in a worker thread."""
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    def stream_text(self, prepared: PreparedPrompt, *, max_new_tokens: int = 128, **generate_kwargs: Any) -> GenerationStream:
+        """Yield generated text in pieces (generation runs in a worker thread that stops when the stream is
+        closed or dropped); afterwards the stream's ``new_tokens`` and ``finish_reason`` say what was made."""
         generate_kwargs.setdefault("do_sample", False)
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self.generate(
-                    prepared.input_ids,
-                    memory=prepared.memory,
-                    max_new_tokens=max_new_tokens,
-                    streamer=streamer,
-                    **generate_kwargs,
-                )
-            except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread below
-                errors.append(err)
-                streamer.end()
-
-        # A plain Thread does not inherit ContextVars; copy the context so the worker sees the same state.
-        worker = threading.Thread(target=contextvars.copy_context().run, args=(run,), daemon=True)
-        worker.start()
-        yield from (piece for piece in streamer if piece)
-        worker.join()
-        if errors:
-            raise errors[0]
+        run = functools.partial(self.generate, prepared.input_ids, memory=prepared.memory)
+        return GenerationStream(run, self.tokenizer, prepared.input_ids.shape[1], max_new_tokens, **generate_kwargs)
 
 
 class LayerCompression(NamedTuple):

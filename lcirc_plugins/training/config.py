@@ -56,7 +56,40 @@ class TrainConfig:
     )
     reconstruct: float = field(
         default=0.0,
-        metadata={"help": "Stage 1: share of windows that repeat a piece of the compressed text (an autoencoding signal that teaches reading the memory) instead of continuing it."},
+        metadata={
+            "help": "Stage 1: share of windows that repeat a piece of the compressed text (an autoencoding signal that teaches reading the memory) instead of continuing it."
+        },
+    )
+    distractors: str = field(
+        default="",
+        metadata={
+            "help": "Layer reader: plain text files/folders (comma-separated) cut into segments that are read before and "
+            "after each training example's own text, each compressed once (training/distractors.py): long haystacks "
+            "at the cost of short examples."
+        },
+    )
+    eval_distractors: str = field(
+        default="",
+        metadata={
+            "help": "Held-out plain text for distractor segments in evaluation: every held-out example reads exactly the "
+            "current most distractor segments, so a gated curriculum is judged at the length it trains."
+        },
+    )
+    distractor_pool: int = field(
+        default=256, metadata={"help": "Most distinct distractor segments (one frozen forward each, once)."}
+    )
+    distractor_segments: int = field(
+        default=0, metadata={"help": "Most distractor segments around one example (drawn uniformly from 0 to this)."}
+    )
+    distractor_start: int = field(
+        default=1, metadata={"help": "With curriculum_gate: the most distractor segments at the start of training."}
+    )
+    curriculum_gate: float = field(
+        default=0.0,
+        metadata={
+            "help": "Held-out answer accuracy (eval_answer_contains) at which the most distractor segments doubles, from "
+            "distractor_start up to distractor_segments (0: distractor_segments from the start)."
+        },
     )
     window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
     distill: float = field(
@@ -65,7 +98,9 @@ class TrainConfig:
     )
     salience_distill: float = field(
         default=1.0,
-        metadata={"help": "Slot selection: weight of the KL from where the backbone looks in the text (its attention) to the salience scorer."},
+        metadata={
+            "help": "Slot selection: weight of the KL from where the backbone looks in the text (its attention) to the salience scorer."
+        },
     )
     salience_temperature: float = field(
         default=0.25,
@@ -103,6 +138,10 @@ class TrainConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.distractor_pool <= 0 or self.distractor_segments < 0 or not 1 <= self.distractor_start:
+            raise ConfigError("distractor_pool and distractor_start must be > 0 and distractor_segments >= 0")
+        if not 0.0 <= self.curriculum_gate <= 1.0:
+            raise ConfigError(f"curriculum_gate is an accuracy in [0, 1], got {self.curriculum_gate}")
         if self.salience_temperature <= 0:
             raise ConfigError(f"salience_temperature must be > 0, got {self.salience_temperature}")
         if self.distill < 0 or self.salience_distill < 0:

@@ -33,6 +33,7 @@ from ..model.lcirc_model import LCIRCModel
 from .bptt import compress_for_training, steps_with_gradient
 from .config import TrainConfig
 from .data import IGNORE, ExampleStream, TrainExample
+from .distractors import DistractorPool, SegmentSlots, surround
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
@@ -66,10 +67,17 @@ class LCIRCTrainingModule(nn.Module):
         return compress_for_training(self.model, segments, steps, query, self.config.gradient_checkpointing)
 
     def forward(
-        self, example: TrainExample, grad_steps: set[int] | None = None, use_memory: bool = True, memory: Any = None
+        self,
+        example: TrainExample,
+        grad_steps: set[int] | None = None,
+        use_memory: bool = True,
+        memory: Any = None,
+        distractors: tuple[list[SegmentSlots], list[SegmentSlots]] | None = None,
     ) -> torch.Tensor:
         if use_memory and memory is None:
             memory = self.memory(example, grad_steps)
+        if use_memory and distractors is not None:
+            memory = surround(memory, *distractors)
         labels = example.labels[None].to(self.model.device)
         out = self.model(example.input_ids[None], memory=memory if use_memory else None, labels=labels)
         scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 else None
@@ -213,6 +221,15 @@ class Trainer:
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self.data = ExampleStream(self.model.tokenizer, config, "train", rank, world)
         self.bptt_rng = random.Random(f"{config.seed}-bptt-{rank}")
+        self.pool = self.eval_pool = None
+        if config.distractors and config.distractor_segments > 0:
+            self.pool = DistractorPool(self.model, config.distractors, config.distractor_pool, config.seed)
+            if config.eval_distractors:
+                self.eval_pool = DistractorPool(self.model, config.eval_distractors, config.distractor_pool, config.seed + 1)
+        # The most distractor segments now: grows with held-out accuracy under a gated curriculum.
+        self.distractor_level = (
+            min(config.distractor_start, config.distractor_segments) if config.curriculum_gate > 0 else config.distractor_segments
+        )
         self.step = 0
         self.output = Path(config.output_dir)
         if config.resume:
@@ -249,6 +266,7 @@ class Trainer:
                 "step": self.step,
                 "data_position": self.data.position,
                 "bptt_rng": _jsonable_state(self.bptt_rng.getstate()),
+                "distractor_level": self.distractor_level,
                 "config": self.config.to_dict(),
             }
             (tmp / STATE_NAME).write_text(json.dumps(state, indent=2))
@@ -304,6 +322,7 @@ class Trainer:
         torch.set_rng_state(rng)
         self.bptt_rng.setstate(bptt_state)
         self.data.skip(position)
+        self.distractor_level = int(state.get("distractor_level", self.distractor_level))
         self.step = step
 
     # ----- the loop -----------------------------------------------------------------------------------
@@ -324,7 +343,7 @@ class Trainer:
                 example = next(self.data)
                 grad_steps = steps_with_gradient(len(example.segments), c.bptt, c.bptt_window, self.bptt_rng)
                 with self.accelerator.autocast():
-                    loss = self.module(example, grad_steps)
+                    loss = self.module(example, grad_steps, distractors=self.draw_distractors())
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss is {loss.item()} at step {self.step}: lower lr (now {c.lr}) or enable max_grad_norm; "
@@ -343,6 +362,9 @@ class Trainer:
             record: dict[str, Any] = {"step": self.step, "loss": sum(losses) / len(losses)}
             if c.eval_every and self.step % c.eval_every == 0:
                 record.update(self.evaluate())
+                self.advance_curriculum(record)
+            if self.pool is not None:
+                record["distractor_segments"] = self.distractor_level
             if log is not None and (self.step % c.log_every == 0 or "eval_loss" in record):
                 record.update(
                     lr=self.scheduler.get_last_lr()[0],
@@ -366,6 +388,22 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
+    def draw_distractors(self) -> tuple[list[SegmentSlots], list[SegmentSlots]] | None:
+        """Distractor segments before and after the next example: how many, and the split, are uniform.
+
+        Seeded by the data position, so a resumed run draws what the uninterrupted one would have.
+        """
+        if self.pool is None:
+            return None
+        rng = random.Random(f"{self.config.seed}-distractors-{self.accelerator.process_index}-{self.data.position}")
+        return _split_draw(self.pool, rng, rng.randint(0, self.distractor_level))
+
+    def advance_curriculum(self, metrics: dict[str, float]) -> None:
+        """Double the most distractor segments once held-out answers reach ``curriculum_gate``."""
+        gate = self.config.curriculum_gate
+        if gate > 0 and metrics.get("eval_answer_contains", 0.0) >= gate:
+            self.distractor_level = min(self.config.distractor_segments, 2 * self.distractor_level)
+
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """Mean held-out loss with the memory, without it, and with another example's memory.
@@ -381,9 +419,16 @@ class Trainer:
         if self.config.stage == "qa":
             losses["eval_answer_exact"], losses["eval_answer_contains"] = [], []
         previous = None
-        for _ in range(self.config.eval_examples):
+        for index in range(self.config.eval_examples):
             example = next(stream)
+            distractors = None
+            if self.eval_pool is not None:  # the held-out text read at the curriculum's current length
+                distractors = _split_draw(
+                    self.eval_pool, random.Random(f"{self.config.seed}-eval-{index}"), self.distractor_level
+                )
             memory = self.core.memory(example)
+            if distractors is not None:
+                memory = surround(memory, *distractors)
             losses["eval_loss"].append(self.module(example, memory=memory).item())
             if "eval_answer_exact" in losses:
                 exact, contains = answer_matches(self.model, example, memory)
@@ -392,7 +437,7 @@ class Trainer:
             losses["eval_loss_no_memory"].append(self.module(example, use_memory=False).item())
             if previous is not None:
                 swapped = TrainExample(previous.segments, example.input_ids, example.labels, example.query_ids)
-                losses["eval_loss_other_memory"].append(self.module(swapped).item())
+                losses["eval_loss_other_memory"].append(self.module(swapped, distractors=distractors).item())
             previous = example
         self.model.train(was_training)
         return {name: sum(values) / len(values) for name, values in losses.items() if values}
@@ -402,6 +447,13 @@ class Trainer:
         return {
             name: round(math.tanh(p.item()), 5) for name, p in self.model.adapter.named_parameters() if name.endswith("_gate")
         }
+
+
+def _split_draw(pool: DistractorPool, rng: random.Random, count: int) -> tuple[list[SegmentSlots], list[SegmentSlots]]:
+    """``count`` distractor segments, split at a uniform point into those before and after the example's text."""
+    drawn = pool.draw(rng, count)
+    split = rng.randint(0, count)
+    return drawn[:split], drawn[split:]
 
 
 def _discard(directory: Path) -> None:

@@ -1,0 +1,100 @@
+"""Distractor segments: cached plain-text segments read around a training example, and the gated length curriculum."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from support import SAMPLE_BOOK
+
+from lcirc_plugins.errors import ConfigError
+from lcirc_plugins.training import TrainConfig, Trainer, compress_for_training
+from lcirc_plugins.training.distractors import DistractorPool, surround
+
+SELECTING = {"reader": "layer", "lora_rank": 4, "tokens_per_slot": 8, "slot_selection": True}
+
+
+def _config(tmp_path, **overrides) -> TrainConfig:
+    base = {
+        "stage": "qa",
+        "data": f"synthetic:passkey:{SAMPLE_BOOK}",
+        "distractors": str(SAMPLE_BOOK),
+        "distractor_pool": 6,
+        "distractor_segments": 4,
+        "output_dir": str(tmp_path),
+        "steps": 4,
+        "lr": 1e-3,
+        "bptt": "full",
+        "min_segment_len": 32,
+        "max_segment_len": 32,
+        "min_segments": 1,
+        "max_segments": 2,
+        "eval_every": 0,
+        "save_every": 2,
+        "seed": 3,
+    }
+    return TrainConfig(**{**base, **overrides})
+
+
+def test_surrounded_memory_equals_compressing_the_whole_text(make_lcirc):
+    model = make_lcirc("llama", **SELECTING)
+    model.eval()
+    pool = DistractorPool(model, str(SAMPLE_BOOK), size=5, seed=0)
+    before, after = [pool.slots(0), pool.slots(1)], [pool.slots(4)]
+    own = [torch.randint(5, 1000, (1, 32)), torch.randint(5, 1000, (1, 20))]
+    with torch.no_grad():
+        rows = surround(compress_for_training(model, own, set()), before, after)
+        plain = [pool.segments[i][None] for i in (0, 1, 4)]
+        reference = compress_for_training(model, [*plain[:2], *own, plain[2]], set())
+    assert rows.span == reference.span == 32 * 3 + 52
+    assert torch.equal(rows.features, reference.features)
+    assert torch.equal(rows.positions, reference.positions)
+    prompt = torch.randint(5, 1000, (1, 12))
+    assert torch.equal(model(prompt, memory=rows).logits, model(prompt, memory=reference).logits)
+
+
+def test_distractors_need_independently_compressed_segments(make_lcirc):
+    with pytest.raises(ConfigError, match="compressed independently"):
+        DistractorPool(make_lcirc("llama", reader="layer", query_dependent=True), str(SAMPLE_BOOK), 4, 0)
+    with pytest.raises(ConfigError, match="curriculum_gate"):
+        TrainConfig(curriculum_gate=1.5)
+
+
+def test_training_reads_distractors_and_the_gated_curriculum_doubles_them(make_lcirc, tmp_path):
+    model = make_lcirc("llama", **SELECTING)
+    config = _config(
+        tmp_path, curriculum_gate=0.5, distractor_segments=5, eval_distractors=str(SAMPLE_BOOK), eval_every=4, eval_examples=2
+    )
+    trainer = Trainer(config, model=model)
+    assert trainer.distractor_level == 1
+    trainer.advance_curriculum({"eval_answer_contains": 0.4})
+    assert trainer.distractor_level == 1, "below the gate the length stays"
+    trainer.advance_curriculum({"eval_answer_contains": 0.5})
+    trainer.advance_curriculum({"eval_answer_contains": 0.9})
+    assert trainer.distractor_level == 4
+    trainer.advance_curriculum({"eval_answer_contains": 1.0})
+    assert trainer.distractor_level == 5, "capped at distractor_segments"
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["distractor_segments"] for r in records] == [5] * 4
+    assert 0 < len(trainer.pool.cache) <= 6, "distractors are compressed once and reused"
+    assert len(trainer.eval_pool.cache) >= 5, "held-out examples read the curriculum's current length"
+    assert "eval_answer_contains" in records[-1]
+    resumed = Trainer(_config(tmp_path, curriculum_gate=0.5, steps=6), model=make_lcirc("llama", **SELECTING))
+    assert resumed.step == 4 and resumed.distractor_level == 5, "the curriculum's length is restored on resume"
+
+
+def test_distractor_draws_follow_the_data_position(make_lcirc, tmp_path):
+    trainer = Trainer(_config(tmp_path), model=make_lcirc("llama", **SELECTING))
+
+    def drawn() -> tuple[tuple[int, ...], tuple[int, ...]]:
+        before, after = trainer.draw_distractors()
+        return tuple(id(s.slots) for s in before), tuple(id(s.slots) for s in after)
+
+    assert drawn() == drawn(), "the same data position draws the same distractors (so a resumed run repeats them)"
+    seen = {drawn()}
+    for _ in range(8):
+        next(trainer.data)
+        seen.add(drawn())
+    assert len(seen) > 3, "every example draws its own"
