@@ -1,6 +1,6 @@
 """Held-out evaluation of a trained adapter on another setting, without training (e.g. rung R2).
 
-    .venv/bin/python experiments/evaluate_adapter.py CONFIG.json --init_adapter=runs/r1-passkey/adapter \
+    .venv/bin/python experiments/evaluate_adapter.py CONFIG.json --init_adapter=runs/default-1-passkey/adapter \
         --data=synthetic:passkey:../shared/data/books/stevenson-treasure-island.txt --min_segments=2 --max_segments=8
 
 Prints the trainer's held-out metrics (own / other / no memory loss, exact answers) as one JSON line.

@@ -81,3 +81,16 @@ def test_evidence_quotes_the_most_read_segment_at_its_place_in_the_book(make_lci
 def test_best_window_finds_the_heaviest_run():
     assert best_window(torch.tensor([0.0, 1.0, 0.0, 3.0, 3.0, 0.0]), 2) == (3, 5)
     assert best_window(torch.tensor([1.0, 2.0]), 5) == (0, 2)
+
+
+def test_a_selected_slot_attributes_its_weight_to_its_own_token(make_lcirc, sample_text):
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, slot_selection=True, gate_init=0.5)
+    with one_torch_thread():
+        memory = model.compress(sample_text[:1000])
+    rows = (memory.segment_of_rows() == 1).nonzero().flatten()
+    weights = torch.zeros(memory.num_vectors)
+    weights[rows[2]] = 1.0  # the answer read one selected token of segment 1
+    per_token = token_attention(model, memory, memory.features, 1, weights[rows])
+    chosen = int(memory.positions[rows[2]]) - model.config.segment_len
+    assert per_token.argmax().item() == chosen and per_token.sum().item() == pytest.approx(1.0)
+    assert per_token[chosen].item() == pytest.approx(1.0), "not spread over a window"

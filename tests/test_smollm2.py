@@ -66,7 +66,7 @@ def test_the_untrained_fallback_is_built_like_the_default_adapter_recipe():
     from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
     from lcirc_plugins.model.loading import DEFAULT_ADAPTER_CONFIG, UntrainedAdapterWarning, load_model
 
-    recipe = json.loads((Path(__file__).resolve().parents[1] / "configs" / "stage1-smollm2.json").read_text())["adapter"]
+    recipe = json.loads((Path(__file__).resolve().parents[1] / "configs" / "default-1-passkey.json").read_text())["adapter"]
     assert {k: v for k, v in recipe.items() if k != "gate_init"} == DEFAULT_ADAPTER_CONFIG
     if DEFAULT_ADAPTER_DIR.is_dir():
         pytest.skip("a trained default adapter is shipped: its own adapter_config.json decides")

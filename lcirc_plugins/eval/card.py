@@ -35,8 +35,14 @@ DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def card_systems(model: LCIRCModel) -> list[System]:
-    """The truncated backbone, BM25 RAG, LCIRC (no question) and QD-LCIRC, all on one loaded model."""
-    systems: list[System] = [TruncatedBackbone(model), BM25RAG(model), LCIRCSystem(model, use_query=False)]
+    """The truncated backbone, BM25 RAG, LCIRC (no question; with the window's last tokens in the decoder, and
+    with the whole context in memory) and QD-LCIRC, all on one loaded model."""
+    systems: list[System] = [
+        TruncatedBackbone(model),
+        BM25RAG(model),
+        LCIRCSystem(model, use_query=False),
+        LCIRCSystem(model, use_query=False, keep_window=False),
+    ]
     if model.config.query_dependent:
         systems.append(LCIRCSystem(model))
     return systems

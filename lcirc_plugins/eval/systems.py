@@ -221,11 +221,20 @@ class LCIRCSystem(_Base):
     ``max_query_tokens`` context tokens in the window (never the target); for QA it is the question.
     """
 
-    def __init__(self, model: LCIRCModel, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT, use_query: bool = True) -> None:
+    def __init__(
+        self,
+        model: LCIRCModel,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        use_query: bool = True,
+        keep_window: bool = True,
+    ) -> None:
         super().__init__(model, system_prompt)
         # use_query=False runs a query-dependent adapter as plain LCIRC: the same weights, no question.
         self.use_query = use_query and model.config.query_dependent
-        self.name = "qd-lcirc" if self.use_query else "lcirc"
+        # keep_window=False compresses the whole context and the decoder reads only the question: what
+        # LCIRCModel.answer, the app and the retrievers do with a compressed book ("-memory" in the name).
+        self.keep_window = keep_window
+        self.name = ("qd-lcirc" if self.use_query else "lcirc") + ("" if keep_window else "-memory")
         self.adapter_shape = AdapterShape.from_config(model.config, self.shape.hidden, self.shape.layers)
 
     def _compress(self, head: list[int], query: list[int]) -> MemoryRows | None:
@@ -236,14 +245,14 @@ class LCIRCSystem(_Base):
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)
-        keep = self.window - len(target)
-        head, tail = context[: max(0, len(context) - keep)], context[-keep:]
-        memory = self._compress(head, tail)
+        keep = min(len(context), self.window - len(target)) if self.keep_window else 0
+        head, tail = context[: len(context) - keep], context[len(context) - keep :]
+        memory = self._compress(head, tail or head)
         return self._score(tail + target, len(target), memory)
 
     def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:
         context = self._encode(context_text)
-        keep = min(len(context), self._context_budget(question, max_new_tokens, self.window))
+        keep = min(len(context), self._context_budget(question, max_new_tokens, self.window)) if self.keep_window else 0
         head, tail = context[: len(context) - keep], context[len(context) - keep :]
         memory = self._compress(head, self._encode(question))
         prompt = self._fit_prompt(tail, question, max_new_tokens, self.window)

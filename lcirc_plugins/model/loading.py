@@ -18,16 +18,17 @@ from .config import LCIRCConfig
 from .lcirc_model import LCIRCModel
 
 UNTRAINED_SEED = 0
-# The default adapter's architecture (configs/stage1-smollm2.json trains it): 16 latents per 512-token segment and
-# 4 GCA blocks keep a 128K-token memory at 4,096 vectors, so answering costs little more than the window alone.
+# The default adapter's architecture: the one preset that configs/default-1-passkey.json trains (a test checks they
+# agree). The layer reader: each 512-token segment keeps the states of its 16 most salient tokens at every memory
+# layer (tokens_per_slot = 32), read through copies of the backbone's own attention with a rank-8 LoRA delta.
 DEFAULT_ADAPTER_CONFIG = {
+    "reader": "layer",
+    "tokens_per_slot": 32,
+    "slot_selection": True,
+    "lora_rank": 8,
     "segment_len": 512,
     "max_segment_len": 512,
-    "num_latents": 16,
-    "perceiver_layers": 2,
-    "ffn_mult": 1.0,
-    "gca_layers": [0, 10, 20, 29],
-    "query_dependent": True,
+    "window": 1024,
 }
 NO_ADAPTER_WARNING = (
     "no default adapter is shipped in this installation: using a fresh, untrained adapter on the backbone, "

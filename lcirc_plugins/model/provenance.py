@@ -80,8 +80,13 @@ def token_attention(
 
 
 def _window_attention(model, memory: CompressedMemory, segment: int, slot_weights: torch.Tensor) -> torch.Tensor:
-    """Token weights of a layer-memory segment: each slot's weight spread evenly over its pooled window."""
+    """Token weights of a layer-memory segment: a selected slot's weight on its own token, a pooled slot's spread
+    evenly over its window."""
     length = len(memory.segment_token_ids(segment))
+    if model.config.slot_selection:  # a slot is the exact states of one token, kept at that token's position
+        rows = memory.segment_of_rows() == segment
+        tokens = (memory.positions[rows].long() - segment * memory.segment_len).clamp(0, length - 1)
+        return torch.zeros(length).index_add_(0, tokens, slot_weights.float())
     width = model.config.tokens_per_slot
     slot_of_token = torch.arange(length) // width
     return slot_weights.float()[slot_of_token] / width

@@ -183,3 +183,16 @@ def test_extended_fa_skips_contexts_beyond_the_runs_budget(make_lcirc, ids):
         capped.nll(ids[:200], ids[200:210])
     with one_torch_thread():
         assert math.isfinite(capped.nll(ids[:80], ids[80:90]))
+
+
+def test_memory_only_lcirc_answers_as_the_product_does(make_lcirc, sample_text):
+    """keep_window=False: the whole context in memory, only the question in the decoder (LCIRCModel.answer)."""
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, slot_selection=True, gate_init=0.5)
+    context, question = sample_text[:1500], "Who keeps the inn?"
+    with one_torch_thread():
+        system = LCIRCSystem(model, keep_window=False)
+        answer = system.answer(context, question, 8)
+        product = model.answer(question, model.compress(context), max_new_tokens=8)
+        windowed = LCIRCSystem(model).answer(context, question, 8)
+    assert system.name == "lcirc-memory" and answer == product
+    assert windowed != answer, "the default system keeps the context's last tokens in the window"
