@@ -61,3 +61,24 @@ class RunsCodeWhenUnpickled:
 
     def __reduce__(self) -> tuple:
         return (open, (str(self.marker), "w"))
+
+
+@contextlib.contextmanager
+def default_adapter_loading() -> Iterator[None]:
+    """Around loading ``adapter="default"``: the untrained fallback's warning when no adapter is shipped, and no
+    such warning when one is (then the shipped adapter itself is loaded)."""
+    import warnings
+
+    import pytest
+
+    from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
+    from lcirc_plugins.model.loading import UntrainedAdapterWarning
+
+    if not DEFAULT_ADAPTER_DIR.is_dir():
+        with pytest.warns(UntrainedAdapterWarning):
+            yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UntrainedAdapterWarning)
+        yield
+

@@ -32,6 +32,12 @@ Systems for a context of N tokens (target included) and decoder window M:
       gca(T) = S*K*d*2W + T*d*W + 2*T*(S*K)*W + T*W*d + 2*T*d*F
 
   F_lcirc = F_dec(T) + 2 * (sum over segments of n_p * perceiver_layer + QD terms + G * gca(T)).
+
+* LCIRC with the layer reader (``reader = "layer"``): compressing is one frozen forward over each segment
+  (``F_dec(L)`` without the LM head), and each of the G reading layers projects the N = sum ceil(L_i / tokens_per_slot)
+  memory slots to keys and values with its own projections, then attends from the T decoder tokens::
+
+      read(T) = N*d*2*H_kv*h + T*d*H*h + 2*T*N*H*h + T*H*h*d
 """
 
 from __future__ import annotations
@@ -92,6 +98,8 @@ class AdapterShape:
     query_dependent: bool = False
     query_tokens: int = 0
     segment_encoder_layers: int = 0
+    reads_layers: bool = False
+    tokens_per_slot: int = 1
 
     @classmethod
     def from_config(cls, config: Any, hidden: int, num_layers: int, query_tokens: int = 0) -> AdapterShape:
@@ -99,6 +107,7 @@ class AdapterShape:
         return cls(
             hidden, config.segment_len, config.num_latents, config.perceiver_layers, config.head_dim, config.ffn_mult, len(gca),
             config.perceiver_self_attend, config.query_dependent, query_tokens, config.segment_encoder_layers,
+            config.reader == "layer", config.tokens_per_slot,
         )  # fmt: skip
 
     @property
@@ -166,6 +175,8 @@ def flops_lcirc(shape: DecoderShape, adapter: AdapterShape, context: int, window
     """LCIRC: compress the ``context - window`` oldest tokens, decode the window reading the memory."""
     tokens = min(context, window)
     compressed = context - tokens
+    if adapter.reads_layers:
+        return decoder_flops(shape, tokens) + layer_reader_flops(shape, adapter, compressed, tokens)
     segments = math.ceil(compressed / adapter.segment_len) if compressed > 0 else 0
     memory = segments * adapter.num_latents
     return decoder_flops(shape, tokens) + compression_flops(adapter, compressed) + gca_flops(adapter, tokens, memory)
@@ -174,3 +185,17 @@ def flops_lcirc(shape: DecoderShape, adapter: AdapterShape, context: int, window
 def flops_rag(shape: DecoderShape, prompt_tokens: int) -> int:
     """BM25 RAG: retrieval is not a matrix product; the backbone reads the retrieved prompt."""
     return decoder_flops(shape, prompt_tokens)
+
+
+def layer_reader_flops(shape: DecoderShape, a: AdapterShape, compressed: int, tokens: int) -> int:
+    """The layer reader's compression (a frozen forward per segment, no LM head) and its G reading layers."""
+    if compressed <= 0:
+        return 0
+    full, last = divmod(compressed, a.segment_len)
+    lengths = [a.segment_len] * full + ([last] if last else [])
+    body = shape.token_macs() - shape.hidden * shape.vocab
+    forward = sum(2 * (n * body + shape.attention_macs(n)) for n in lengths)
+    slots = sum(math.ceil(n / a.tokens_per_slot) for n in lengths)
+    d, q, kv = shape.hidden, shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    read = slots * d * 2 * kv + tokens * d * q + 2 * tokens * slots * q + tokens * q * d
+    return forward + 2 * a.gca_blocks * read

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from support import SAMPLE_BOOK, one_torch_thread
+from support import SAMPLE_BOOK, default_adapter_loading, one_torch_thread
 
 from lcirc_plugins.eval.card import (
     CARD_END,
@@ -20,11 +20,11 @@ from lcirc_plugins.eval.card import (
 def test_the_card_compares_lcirc_with_and_without_the_question(make_lcirc, smollm2_tokenizer):
     model = make_lcirc("llama", query_dependent=True, gate_init=0.5)
     systems = card_systems(model)
-    assert [s.name for s in systems] == ["truncated", "bm25-rag", "lcirc", "qd-lcirc"]
+    assert [s.name for s in systems] == ["truncated", "bm25-rag", "lcirc", "lcirc-memory", "qd-lcirc"]
     question = smollm2_tokenizer("What is the pass key?", add_special_tokens=False)["input_ids"]
     head = smollm2_tokenizer(SAMPLE_BOOK.read_text()[:2000], add_special_tokens=False)["input_ids"]
     with one_torch_thread():
-        plain, conditioned = systems[2]._compress(head, question), systems[3]._compress(head, question)
+        plain, conditioned = systems[2]._compress(head, question), systems[4]._compress(head, question)
     assert not plain.features.equal(conditioned.features), "only qd-lcirc lets the question shape the memory"
 
 
@@ -75,9 +75,8 @@ def test_the_card_script_runs_on_the_default_adapter_fallback(tmp_path):
     """`python -m lcirc_plugins.eval.card --adapter default` loads like every entry point: with no shipped
     adapter it measures the untrained fallback (with its warning) instead of failing."""
     from lcirc_plugins.eval.card import main
-    from lcirc_plugins.model.loading import UntrainedAdapterWarning
 
     args = ["--adapter", "default", "--books", str(SAMPLE_BOOK), "--lengths", "200", "--needle-length", "200"]
-    with one_torch_thread(), pytest.warns(UntrainedAdapterWarning):
+    with one_torch_thread(), default_adapter_loading():
         assert main([*args, "--samples", "1", "--out", str(tmp_path / "card")]) == 0
     assert any((tmp_path / "card").iterdir()), "the card's measurements are written"

@@ -34,6 +34,16 @@ def test_lcirc_flops_by_hand():
     assert flops_lcirc(TINY, ADAPTER, 3, 3) == 1200
 
 
+def test_layer_reader_flops_by_hand():
+    layer = AdapterShape(hidden=4, segment_len=2, num_latents=1, perceiver_layers=1, head_dim=2, ffn_mult=1.0, gca_blocks=1,
+                         reads_layers=True, tokens_per_slot=2)  # fmt: skip
+    # N=6, M=3: window 3 tokens (1200). Compressed 3 tokens = segments of 2 and 1, each read by a frozen forward without
+    # the LM head (P - d*V = 144): 2*(2*144 + 8*3) = 624 and 2*(144 + 8*1) = 304 -> 928.
+    # Slots: ceil(2/2) + ceil(1/2) = 2. One reading layer, T=3: kv 2*4*2*1*2=32, q 3*4*4=48, attn 2*3*2*4=48, o 3*4*4=48
+    # -> 176; 2*176 = 352.
+    assert flops_lcirc(TINY, layer, 6, 3) == 1200 + 928 + 352
+
+
 def test_full_attention_grows_quadratically_and_lcirc_linearly():
     shape = DecoderShape.from_hf(
         LlamaConfig(

@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from support import one_torch_thread
+from support import default_adapter_loading, one_torch_thread
 
 from lcirc_plugins.eval.__main__ import parse_args
 from lcirc_plugins.eval.report import markdown_table, write_report
@@ -134,9 +134,8 @@ def test_lcirc_eval_loads_adapters_by_the_package_rule(tmp_path):
     from lcirc_plugins import LCIRCModel
     from lcirc_plugins.errors import AdapterNotFoundError
     from lcirc_plugins.eval.__main__ import _load
-    from lcirc_plugins.model.loading import UntrainedAdapterWarning
 
-    with pytest.warns(UntrainedAdapterWarning):
+    with default_adapter_loading():
         assert isinstance(_load("default", None), LCIRCModel)
     with pytest.raises(AdapterNotFoundError):
         _load(str(tmp_path / "no-such-adapter"), None)
