@@ -245,9 +245,10 @@ class LCIRCSystem(_Base):
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)
-        keep = min(len(context), self.window - len(target)) if self.keep_window else 0
+        # Without the window, the decoder keeps only the context's last token: the target's first one needs it.
+        keep = min(len(context), self.window - len(target)) if self.keep_window else 1
         head, tail = context[: len(context) - keep], context[len(context) - keep :]
-        memory = self._compress(head, tail or head)
+        memory = self._compress(head, tail)
         return self._score(tail + target, len(target), memory)
 
     def answer(self, context_text: str, question: str, max_new_tokens: int = 32) -> str:

@@ -194,5 +194,8 @@ def test_memory_only_lcirc_answers_as_the_product_does(make_lcirc, sample_text):
         answer = system.answer(context, question, 8)
         product = model.answer(question, model.compress(context), max_new_tokens=8)
         windowed = LCIRCSystem(model).answer(context, question, 8)
+        ids = model.tokenizer(context, add_special_tokens=False)["input_ids"]
+        memory_nll, windowed_nll = system.nll(ids[:300], ids[300:316]), LCIRCSystem(model).nll(ids[:300], ids[300:316])
     assert system.name == "lcirc-memory" and answer == product
+    assert math.isfinite(memory_nll) and memory_nll != pytest.approx(windowed_nll), "perplexity with the context in memory only"
     assert windowed != answer, "the default system keeps the context's last tokens in the window"
