@@ -90,7 +90,7 @@ def test_distractor_draws_follow_the_data_position(make_lcirc, tmp_path):
 
     def drawn() -> tuple[tuple[int, ...], tuple[int, ...]]:
         before, after = trainer.draw_distractors()
-        return tuple(id(s.slots) for s in before), tuple(id(s.slots) for s in after)
+        return tuple(id(s.features) for s in before), tuple(id(s.features) for s in after)
 
     assert drawn() == drawn(), "the same data position draws the same distractors (so a resumed run repeats them)"
     seen = {drawn()}

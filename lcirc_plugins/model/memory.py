@@ -203,10 +203,7 @@ class CompressedMemory:
             shape_ok = memory.features.dim() == 3 and memory.positions.shape == memory.features.shape[:1]
         else:
             shape_ok = memory.features.dim() == 2 and memory.features.shape[0] == memory.num_segments * memory.num_latents
-        if (
-            not shape_ok
-            or memory.content_sha256 != header.get("content_sha256")
-        ):
+        if not shape_ok or memory.content_sha256 != header.get("content_sha256"):
             raise CorruptFileError(f"{path} is inconsistent (features, spans and token hash disagree); the file was altered")
         return memory
 
@@ -234,16 +231,19 @@ class MemoryRows:
         return cls(memory.features if features is None else features, positions, memory.num_tokens, bias)
 
     @classmethod
-    def concat(cls, parts: list[MemoryRows]) -> MemoryRows:
+    def concat(cls, parts: list[MemoryRows], batched: bool = False) -> MemoryRows:
+        """The parts read in order by one prompt; ``batched`` when every part has a leading batch axis."""
         if len(parts) == 1:
             return parts[0]
-        features = torch.cat([p.features.float() for p in parts])
+        rows = 1 if batched else 0
+        features = torch.cat([p.features.float() for p in parts], dim=rows)
         span = sum(p.span for p in parts)
         if any(p.positions is None for p in parts):
             return cls(features, None, span)
         later = [sum(p.span for p in parts[i + 1 :]) for i in range(len(parts))]
-        positions = torch.cat([p.positions - shift for p, shift in zip(parts, later)])
+        positions = torch.cat([p.positions - shift for p, shift in zip(parts, later)], dim=-1)
         bias = None
         if any(p.bias is not None for p in parts):
-            bias = torch.cat([p.bias.float() if p.bias is not None else torch.zeros(len(p.features)) for p in parts])
+            zeros = [torch.zeros(p.features.shape[: rows + 1]) for p in parts]
+            bias = torch.cat([p.bias.float() if p.bias is not None else z for p, z in zip(parts, zeros)], dim=-1)
         return cls(features, positions, span, bias)

@@ -10,8 +10,8 @@ only the example's own text (it holds the answer); distractors add no loss, only
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from dataclasses import dataclass
 
 import torch
 
@@ -19,15 +19,6 @@ from ..errors import ConfigError, LCIRCError
 from ..model.lcirc_model import LCIRCModel
 from ..model.memory import MemoryRows
 from .data import iter_records
-
-
-@dataclass
-class SegmentSlots:
-    """One compressed segment: slots [1, K, M, d], their positions from the segment's start [1, K], its length."""
-
-    slots: torch.Tensor
-    centres: torch.Tensor
-    length: int
 
 
 class DistractorPool:
@@ -39,7 +30,7 @@ class DistractorPool:
 
     def __init__(self, model: LCIRCModel, source: str, size: int, seed: int) -> None:
         compressor = model.adapter.compressor
-        if not model.adapter.reads_layers or getattr(compressor, "corrected", False) or compressor.query_mixer is not None:
+        if not model.adapter.reads_layers or compressor.corrected or compressor.query_mixer is not None:
             raise ConfigError(
                 "distractor segments need a memory whose segments are compressed independently: "
                 "the layer reader without slot_correction and without query_dependent"
@@ -54,47 +45,28 @@ class DistractorPool:
             raise LCIRCError(f"no full {length}-token segment in the distractor text {source!r}")
         random.Random(f"{seed}-distractors").shuffle(segments)
         self.model, self.segments = model, segments[:size]
-        self.cache: dict[int, SegmentSlots] = {}
+        self.cache: dict[int, MemoryRows] = {}
 
     def __len__(self) -> int:
         return len(self.segments)
 
-    def draw(self, rng: random.Random, count: int) -> list[SegmentSlots]:
+    def draw(self, rng: random.Random, count: int) -> list[MemoryRows]:
         """``count`` segments, with repeats only when the pool is smaller than ``count``."""
         picks = rng.sample(range(len(self)), count) if count <= len(self) else [rng.randrange(len(self)) for _ in range(count)]
         return [self.slots(i) for i in picks]
 
     @torch.no_grad()
-    def slots(self, index: int) -> SegmentSlots:
+    def slots(self, index: int) -> MemoryRows:
+        """Segment ``index``'s rows [1, K, M, d], at positions relative to the segment's end."""
         if index not in self.cache:
             ids = self.segments[index][None].to(self.model.device)
             compressed = self.model.compress_layer_segments([ids])
-            self.cache[index] = SegmentSlots(compressed.slots, compressed.centres, ids.shape[1])
+            self.cache[index] = MemoryRows(compressed.slots, compressed.centres - ids.shape[1], ids.shape[1])
         return self.cache[index]
 
 
-def surround(rows: MemoryRows, before: list[SegmentSlots], after: list[SegmentSlots]) -> MemoryRows:
-    """An example's memory rows [B, N, M, d] with distractor segments read before and after its text.
-
-    Positions stay relative to the prompt: the example's own rows move back by the length of what follows
-    them, and every segment keeps its tokens' places in the text so formed.
-    """
-    if rows.bias is not None:
-        raise ConfigError("distractor segments cannot carry a QD slot bias")
-    if not before and not after:
-        return rows
-    batch = rows.features.shape[0]
-    own_centres = rows.positions + rows.span  # positions from the start of the example's own text
-    parts: list[tuple[torch.Tensor, torch.Tensor]] = []
-    offset = 0
-    for segment in before:
-        parts.append((segment.slots, segment.centres + offset))
-        offset += segment.length
-    parts.append((rows.features, own_centres + offset))
-    offset += rows.span
-    for segment in after:
-        parts.append((segment.slots, segment.centres + offset))
-        offset += segment.length
-    features = torch.cat([f.to(rows.features).expand(batch, *f.shape[1:]) for f, _ in parts], dim=1)
-    positions = torch.cat([c.to(rows.positions).expand(batch, -1) for _, c in parts], dim=1) - offset
-    return MemoryRows(features, positions, offset, None, token_scores=rows.token_scores)
+def surround(rows: MemoryRows, before: list[MemoryRows], after: list[MemoryRows]) -> MemoryRows:
+    """An example's memory rows [1, N, M, d] with distractor segments read before and after its text (the
+    training-only salience scores of its own tokens are kept)."""
+    joined = MemoryRows.concat([*before, rows, *after], batched=True)
+    return dataclasses.replace(joined, token_scores=rows.token_scores)

@@ -30,10 +30,11 @@ from tqdm.auto import tqdm
 from ..errors import CorruptFileError, LCIRCError
 from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
+from ..model.memory import MemoryRows
 from .bptt import compress_for_training, steps_with_gradient
 from .config import TrainConfig
 from .data import IGNORE, ExampleStream, TrainExample
-from .distractors import DistractorPool, SegmentSlots, surround
+from .distractors import DistractorPool, surround
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
@@ -72,7 +73,7 @@ class LCIRCTrainingModule(nn.Module):
         grad_steps: set[int] | None = None,
         use_memory: bool = True,
         memory: Any = None,
-        distractors: tuple[list[SegmentSlots], list[SegmentSlots]] | None = None,
+        distractors: tuple[list[MemoryRows], list[MemoryRows]] | None = None,
     ) -> torch.Tensor:
         if use_memory and memory is None:
             memory = self.memory(example, grad_steps)
@@ -388,7 +389,7 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
-    def draw_distractors(self) -> tuple[list[SegmentSlots], list[SegmentSlots]] | None:
+    def draw_distractors(self) -> tuple[list[MemoryRows], list[MemoryRows]] | None:
         """Distractor segments before and after the next example: how many, and the split, are uniform.
 
         Seeded by the data position, so a resumed run draws what the uninterrupted one would have.
@@ -449,7 +450,7 @@ class Trainer:
         }
 
 
-def _split_draw(pool: DistractorPool, rng: random.Random, count: int) -> tuple[list[SegmentSlots], list[SegmentSlots]]:
+def _split_draw(pool: DistractorPool, rng: random.Random, count: int) -> tuple[list[MemoryRows], list[MemoryRows]]:
     """``count`` distractor segments, split at a uniform point into those before and after the example's text."""
     drawn = pool.draw(rng, count)
     split = rng.randint(0, count)
