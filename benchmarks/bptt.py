@@ -262,7 +262,7 @@ def run_worker(args: argparse.Namespace) -> None:
     timed = [measured_step(args.warmup_steps + j) for j in range(args.steps)]
     sampler.stop()
     timed_s = sum(r["step_s"] for r in timed)
-    mean = lambda key: sum(r[key] for r in timed) / len(timed)  # noqa: E731
+    mean = lambda key: sum(r[key] for r in timed) / len(timed)
     result.update(
         warmup=warmup,
         steps=timed,

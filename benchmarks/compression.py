@@ -39,10 +39,17 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))  # run from a checkout without installing the package
-from process_memory import current_rss_mib, peak_rss_mib, release_free_memory, reset_peak_rss  # benchmarks/ is on sys.path when run as a script
+from process_memory import (  # benchmarks/ is on sys.path when run as a script
+    current_rss_mib,
+    peak_rss_mib,
+    release_free_memory,
+    reset_peak_rss,
+)
+
+from lcirc_plugins.data.shared import shared_data_dir
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-CORPUS_DIR = REPO_ROOT.parent / "shared" / "data" / "corpus"
+CORPUS_DIR = shared_data_dir() / "corpus"
 BACKBONE = "smollm2-135m-instruct"
 PLOT_SIZES = [8 * 1024, 32 * 1024, 64 * 1024, 128 * 1024, 256 * 1024]
 MILLION = 1_000_000

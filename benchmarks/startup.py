@@ -32,10 +32,12 @@ from pathlib import Path
 
 from report_sections import write_section
 
+from lcirc_plugins.data.shared import shared_data_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 SECTION = "startup"
-BOOKS = [ROOT.parent / "shared" / "data" / "books" / "stevenson-treasure-island.txt", ROOT / "tests" / "data" / "sample-book.txt"]
+BOOKS = [shared_data_dir() / "books" / "stevenson-treasure-island.txt", ROOT / "tests" / "data" / "sample-book.txt"]
 EXCERPT_CHARS = 64_000  # about 16K SmolLM2 tokens
 QUESTION = "Who is the captain?"
 TARGETS = {"ask_warm": 8.0, "help_now": 1.5, "app_warm": 15.0}

@@ -18,8 +18,10 @@ import sys
 import time
 from pathlib import Path
 
+from lcirc_plugins.data.shared import shared_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_BOOK = "../shared/data/books/stevenson-treasure-island.txt"
+DEFAULT_BOOK = str(shared_data_dir() / "books" / "stevenson-treasure-island.txt")
 
 
 def resolve_book(path: str) -> Path:

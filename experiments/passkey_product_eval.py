@@ -13,10 +13,11 @@ import json
 import time
 from pathlib import Path
 
+from lcirc_plugins.data.shared import shared_data_dir
 from lcirc_plugins.data.synthetic import derive_seed, passkey
 from lcirc_plugins.model.loading import load_model
 
-BOOK = Path(__file__).resolve().parents[2] / "shared" / "data" / "books" / "stevenson-treasure-island.txt"
+BOOK = shared_data_dir() / "books" / "stevenson-treasure-island.txt"
 
 
 def main() -> None:

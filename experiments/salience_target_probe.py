@@ -22,9 +22,9 @@ from lcirc_plugins.training.config import TrainConfig
 from lcirc_plugins.training.data import ExampleStream
 from lcirc_plugins.training.trainer import LCIRCTrainingModule
 
-CORPUS = "../shared/data/corpus/"
+CORPUS = "@shared/corpus/"
 BOOKS = ("austen-emma.txt", "doyle-a-study-in-scarlet.txt", "joyce-dubliners.txt")
-HELD_OUT_BOOK = "../shared/data/books/stevenson-treasure-island.txt"
+HELD_OUT_BOOK = "@shared/books/stevenson-treasure-island.txt"
 LAYERS = (8, 12, 15, 16, 20)  # memory layers whose states the scorer may read
 
 
@@ -95,8 +95,8 @@ def main() -> None:
     books = ",".join(f"passkey:{CORPUS}{book}" for book in BOOKS)
     data, held_out_data = ("passkey", "passkey") if args.setting == "filler" else (books, f"passkey:{HELD_OUT_BOOK}")
     config = TrainConfig(
-        stage="qa", data=f"synthetic:{data}", eval_data=f"synthetic:{held_out_data}", min_segment_len=256,
-        max_segment_len=512, min_segments=1, max_segments=1, salience_distill=1.0,
+        stage="qa", data=f"synthetic:{data}", eval_data=f"synthetic:{held_out_data}", min_train_segment_len=256,
+        max_train_segment_len=512, min_segments=1, max_segments=1, salience_distill=1.0,
     )
     adapter = LCIRCConfig(reader="layer", slot_selection=True, tokens_per_slot=32, segment_len=512, max_segment_len=512)
     model = LCIRCModel.from_backbone("smollm2-135m-instruct", adapter)

@@ -25,6 +25,7 @@ from .model.status import model_status
 if TYPE_CHECKING:
     from .model.lcirc_model import LCIRCModel
     from .model.memory import CompressedMemory
+    from .model.provenance import Provenance
 
 MEMORY_SUFFIX = ".safetensors"
 
@@ -155,14 +156,30 @@ def cmd_ask(args: argparse.Namespace) -> int:
     print_status(model, args.adapter)
     if doc is not None:
         memory = model.compress(doc.text, progress=True, metadata=document_metadata(doc))
+    prepared = model.prepare_answer(question, memory, max_new_tokens=args.max_new_tokens)
     if args.stream:
-        for piece in model.stream_answer(question, memory=memory, max_new_tokens=args.max_new_tokens):
+        pieces = []
+        for piece in model.stream_text(prepared, max_new_tokens=args.max_new_tokens):
+            pieces.append(piece)
             sys.stdout.write(piece)
             sys.stdout.flush()
         sys.stdout.write("\n")
+        answer = "".join(pieces).strip()
     else:
-        print(model.answer(question, memory=memory, max_new_tokens=args.max_new_tokens))
+        answer = model.generate_text(prepared, max_new_tokens=args.max_new_tokens)[0]
+        print(answer)
+    if args.sources:
+        print_sources(model.provenance(prepared, answer))
     return 0
+
+
+def print_sources(found: Provenance) -> None:
+    """The passages behind the answer (``LCIRCModel.provenance``), one quoted line each."""
+    how = {"attention": "by the adapter's attention", "bm25": "by BM25 (the adapter's gates are closed)"}.get(found.method, "")
+    print(f"\nsources, {how}:" if found.passages else "\nsources: no passage (the answer read no memory)")
+    for rank, p in enumerate(found.passages, 1):
+        quote = " ".join(p.text.split())
+        print(f"  [{rank}] segment {p.segment}, characters {p.start}-{p.end}, score {p.score:.4f}: {quote[:200]!r}")
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -228,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--max-new-tokens", type=positive_int, default=128)
     ask.add_argument("--stream", action=argparse.BooleanOptionalAction, default=True, help="print the answer as it is generated")
+    ask.add_argument("--sources", action="store_true", help="after the answer, print the passages it read most (provenance)")
     ask.set_defaults(func=cmd_ask)
 
     export = commands.add_parser("export", help="re-save an adapter in another dtype (e.g. bf16 for shipping)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import tempfile
@@ -18,6 +19,35 @@ os.environ["LCIRC_CACHE_DIR"] = tempfile.mkdtemp(prefix="lcirc-test-cache-")
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(os.environ["LCIRC_CACHE_DIR"], ignore_errors=True)
+
+
+# The integration tier: tests that run the real backbone, a subprocess, a server or a browser. The fast unit
+# tier is everything else (`bash scripts/test.sh -m "not slow and not integration"`).
+INTEGRATION_MODULES = {
+    "test_browser",  # a headless Chromium
+    "test_server",  # a Gradio server and its HTTP client
+    "test_load",  # 20 concurrent users of a server
+    "test_default_adapter",  # the shipped adapter on the real backbone
+    "test_one_answering_path",
+    "test_smollm2",
+    "test_backbone_cache",  # the real GGUF, cold then warm
+    "test_fault_injection",  # training runs killed and resumed
+    "test_memory_scaling",  # a worker process measuring peak memory
+}
+INTEGRATION_SIGNS = ("subprocess.", '"smollm2-135m-instruct")', 'from_pretrained("default")', "load_model(")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if getattr(item, "module", None) else ""
+        function = getattr(item, "function", None)
+        try:
+            source = inspect.getsource(function) if function is not None else ""
+        except (OSError, TypeError):
+            source = ""
+        real = "smollm2" in getattr(item, "fixturenames", ()) or any(sign in source for sign in INTEGRATION_SIGNS)
+        if module in INTEGRATION_MODULES or real:
+            item.add_marker(pytest.mark.integration)
 
 
 @pytest.fixture(scope="session")

@@ -4,17 +4,18 @@ since a nested conftest.py would shadow it)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfig, Qwen2Config, Qwen3Config
 
+from lcirc_plugins.data.shared import shared_data_dir
+
 DATA = Path(__file__).parent / "data"
 SAMPLE_BOOK = DATA / "sample-book.txt"
 # The project's shared books, corpus and haystack (outside the repository): one setting for every test.
-SHARED_DATA = Path(os.environ.get("LCIRC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = shared_data_dir()
 COMMON = {
     "vocab_size": None,
     "hidden_size": 64,

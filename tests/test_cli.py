@@ -194,6 +194,7 @@ def test_module_entry_point_exits_2_without_traceback(tmp_path: Path) -> None:
 # ----- with the real backbone ---------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_compress_info_then_ask_the_saved_memory(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     book = small_book(tmp_path)
     memory_path = tmp_path / "treasure.memory.safetensors"
@@ -235,6 +236,7 @@ def assert_status_first(out: str, untrained: bool) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_ask_a_book_directly_and_append(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     book = small_book(tmp_path, chars=3_000)
     code, out, err = run(capsys, "ask", book, "Who is the captain?", "--max-new-tokens", "8", "--no-stream")
@@ -253,6 +255,7 @@ def test_ask_a_book_directly_and_append(capsys: pytest.CaptureFixture[str], tmp_
     assert both.metadata["sections"] == first.metadata["sections"] + [["treasure", first.num_chars]] + own
 
 
+@pytest.mark.integration
 def test_export_writes_a_bf16_adapter_that_loads_back(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import torch
     from safetensors import safe_open

@@ -8,7 +8,7 @@ from support import FAMILIES, one_torch_thread
 
 from lcirc_plugins import CompressedMemory, LCIRCConfig, LCIRCModel
 from lcirc_plugins.model.layer_memory import pool_windows
-from lcirc_plugins.model.layer_reader import LayerReader
+from lcirc_plugins.model.layer_reader import LayerReader, fold_positions
 from lcirc_plugins.model.memory import MemoryRows
 from lcirc_plugins.training.trainer import distillation_loss
 
@@ -217,6 +217,37 @@ def test_config_defaults_and_validation():
         LCIRCConfig(reader="layer", slot_selection=True, salience_layer=3).resolve_salience_layer(30)
 
 
+def test_folded_positions_keep_near_distances_and_order_and_end_at_the_horizon():
+    far = -torch.tensor([[30_000.0, 20_000.0, 5_000.0, 2_000.0, 10.0, 1.0], [9_000.0, 3_000.0, 2_048.0, 50.0, 2.0, 1.0]])
+    folded = fold_positions(far, 6144)
+    assert torch.equal(folded[:, -3:], far[:, -3:]), "the nearest third of the horizon keeps exact distances"
+    assert folded.min(dim=1).values.tolist() == [-6144.0, -6144.0], "each row's farthest slot sits at the horizon"
+    assert bool((folded.diff(dim=1) > 0).all()), "text order is kept"
+    short = -torch.tensor([[6_000.0, 100.0, 1.0]])
+    assert torch.equal(fold_positions(short, 6144), short), "a memory that fits the horizon is read as stored"
+    assert torch.equal(fold_positions(far, 0), far), "horizon 0: exact distances however far"
+
+
+def test_the_position_horizon_defaults_to_three_quarters_of_the_backbones_context():
+    from lcirc_plugins.errors import ConfigError
+
+    assert LCIRCConfig(reader="layer").resolve_position_horizon(8192) == 6144
+    assert LCIRCConfig(reader="layer", position_horizon=0).resolve_position_horizon(8192) == 0
+    assert LCIRCConfig(reader="layer").resolve_position_horizon(None) == 0, "no known context: exact positions"
+    with pytest.raises(ConfigError, match="position_horizon"):
+        LCIRCConfig(reader="layer", position_horizon=-1)
+
+
+def test_the_decoder_reads_a_long_memory_within_the_position_horizon(make_lcirc, sample_text):
+    model = make_lcirc("llama", **LAYER, gate_init=0.5, position_horizon=48)
+    memory = model.compress(sample_text[:600])
+    assert memory.num_tokens > 48
+    folded = model.memory_states(memory).positions
+    assert float(folded.min()) == -48.0 and torch.equal(folded[0, -3:], memory.positions[-3:] - memory.num_tokens)
+    model.config.position_horizon = 0
+    assert torch.equal(model.memory_states(memory).positions[0], memory.positions - memory.num_tokens)
+
+
 def test_the_salience_target_skips_the_sink_and_sharpens_toward_the_top():
     from lcirc_plugins.training.trainer import attention_to_context
 
@@ -265,8 +296,8 @@ def test_r0_training_makes_the_own_memory_matter(smollm2_tokenizer, tmp_path):
         backbone, smollm2_tokenizer, LCIRCConfig(reader="layer", lora_rank=32, gate_init=0.1, segment_len=16, max_segment_len=16, window=128)
     )
     train = TrainConfig(
-        stage="qa", data=str(data), output_dir=str(tmp_path / "run"), steps=120, lr=1e-2, bptt="full", min_segment_len=16,
-        max_segment_len=16, min_segments=1, max_segments=1, eval_every=120, eval_examples=8, save_every=1000, resume=False,
+        stage="qa", data=str(data), output_dir=str(tmp_path / "run"), steps=120, lr=1e-2, bptt="full", min_train_segment_len=16,
+        max_train_segment_len=16, min_segments=1, max_segments=1, eval_every=120, eval_examples=8, save_every=1000, resume=False,
     )
     try:
         Trainer(train, model=model).train()
@@ -307,7 +338,7 @@ def test_an_overlong_prompt_is_compressed_into_layer_memory(make_lcirc, sample_t
     model = make_lcirc("qwen2-sliding", **LAYER, tokens_per_slot=4, window=64)
     prepared = model.prepare_prompt(sample_text[:1200], max_new_tokens=8)
     assert prepared.input_ids.shape[1] == 56 and prepared.compressed_tokens > 0
-    rows = prepared.memory
+    rows = prepared.rows
     assert rows.features.dim() == 3 and rows.positions.max() < 0, "the compressed head sits before the tail"
     assert model.generate_text(prepared, max_new_tokens=4)[1] == 4
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lcirc_plugins.errors import EmptyInputError, InputTooLongError
-from lcirc_plugins.passages import bm25_scores, rank_passages
+from lcirc_plugins.model.passages import bm25_scores, rank_passages
 
 
 def test_a_prompt_longer_than_the_window_is_compressed_not_truncated(make_lcirc, sample_text):
@@ -19,12 +19,12 @@ def test_a_prompt_longer_than_the_window_is_compressed_not_truncated(make_lcirc,
     assert prepared.input_tokens == len(ids), "every prompt token is either compressed or in the window"
     assert prepared.input_ids[0].tolist() == ids[-(256 - 16) :], "the window keeps the prompt's end (the question)"
     expected = model.adapter.compressor.compress(model.embed_tokens, [torch.tensor(ids[: prepared.compressed_tokens])], 32)[0]
-    assert torch.allclose(prepared.memory.features, expected)
+    assert torch.allclose(prepared.rows.features, expected)
 
 
 def test_a_short_prompt_needs_no_memory(make_lcirc):
     prepared = make_lcirc("llama").prepare_prompt([{"role": "user", "content": "Hello there"}], max_new_tokens=8)
-    assert prepared.memory is None and prepared.compressed_tokens == 0
+    assert prepared.rows is None and prepared.compressed_tokens == 0
 
 
 def test_long_prompt_generation_reads_the_compressed_head(make_lcirc, sample_text):
@@ -34,8 +34,8 @@ def test_long_prompt_generation_reads_the_compressed_head(make_lcirc, sample_tex
     text_a, n_a = model.generate_text(head_a, max_new_tokens=8, min_new_tokens=8)
     assert n_a == 8
     with torch.no_grad():
-        logits_a = model(head_a.input_ids, memory=head_a.memory).logits[0, -1]
-        logits_same_tail_other_head = model(head_a.input_ids, memory=head_b.memory).logits[0, -1]
+        logits_a = model(head_a.input_ids, memory=head_a.rows).logits[0, -1]
+        logits_same_tail_other_head = model(head_a.input_ids, memory=head_b.rows).logits[0, -1]
     assert not torch.allclose(logits_a, logits_same_tail_other_head, atol=1e-4)
     assert "".join(model.stream_text(head_a, max_new_tokens=8, min_new_tokens=8)).strip() == text_a
 

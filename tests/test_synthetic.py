@@ -27,6 +27,7 @@ from lcirc_plugins.data.qa_generation import (
     generate_qa_jsonl,
     parse_qa_reply,
 )
+from lcirc_plugins.data.shared import shared_data_dir
 from lcirc_plugins.data.synthetic import (
     FILLER,
     NEEDLE_TEMPLATE,
@@ -49,7 +50,7 @@ from lcirc_plugins.data.synthetic import (
 from lcirc_plugins.errors import EmptyInputError
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = shared_data_dir()
 HAYSTACK_DIR = SHARED_DATA / "haystack"
 SAMPLE_BOOK = Path(__file__).parent / "data" / "sample-book.txt"
 TASK_NAMES = list(TASKS)

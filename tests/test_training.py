@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from support import SAMPLE_BOOK
+from support import SAMPLE_BOOK, SHARED_DATA
 
 from lcirc_plugins.errors import ConfigError, LCIRCError
 from lcirc_plugins.training import TrainConfig, Trainer, TrainingDivergedError, compress_for_training, steps_with_gradient
@@ -95,11 +95,11 @@ def _config(tmp_path, **overrides) -> TrainConfig:
         "lr": 1e-3,
         "bptt": "selective",
         "bptt_window": 2,
-        "min_segment_len": 16,
-        "max_segment_len": 32,
+        "min_train_segment_len": 16,
+        "max_train_segment_len": 32,
         "min_segments": 1,
         "max_segments": 3,
-        "window": 16,
+        "loss_window": 16,
         "eval_every": 0,
         "save_every": 5,
         "seed": 1,
@@ -211,10 +211,10 @@ def test_accelerate_launch_with_two_cpu_processes_keeps_replicas_identical(tiny_
         "--steps=3",
         "--save_every=3",
         "--eval_every=0",
-        "--min_segment_len=16",
-        "--max_segment_len=32",
+        "--min_train_segment_len=16",
+        "--max_train_segment_len=32",
         "--max_segments=2",
-        "--window=16",
+        "--loss_window=16",
         "--lr=1e-3",
         '--adapter={"num_latents": 4, "head_dim": 16, "gca_every": 2, "segment_len": 32, "max_segment_len": 64, "gate_init": 0.1}',
     ]
@@ -276,12 +276,24 @@ def test_train_command_reports_config_errors_without_a_traceback(capsys):
     assert "error: stage must be 'lm' or 'qa'" in capsys.readouterr().err
 
 
+def test_old_training_key_names_still_work_with_a_deprecation_warning(tmp_path):
+    with pytest.warns(DeprecationWarning, match="TrainConfig.window is now loss_window"):
+        config = TrainConfig(window=32, min_segment_len=8, max_segment_len=16)
+    assert (config.loss_window, config.min_train_segment_len, config.max_train_segment_len) == (32, 8, 16)
+    preset = tmp_path / "old.json"
+    preset.write_text(json.dumps({"window": 64, "max_segment_len": 128, "adapter": {"max_segment_len": 512, "window": 1024}}))
+    with pytest.warns(DeprecationWarning, match="'max_segment_len' is now 'max_train_segment_len'"):
+        config = TrainConfig.from_file_and_overrides(str(preset), ["--min_segment_len=32"])
+    assert (config.loss_window, config.min_train_segment_len, config.max_train_segment_len) == (64, 32, 128)
+    assert config.adapter == {"max_segment_len": 512, "window": 1024}, "the adapter's own keys keep their names"
+
+
 @pytest.mark.slow
 def test_stage_one_on_smollm2_beats_the_no_memory_baseline(tmp_path):
     """Smoke-scale: a short stage-1 run on the books lowers held-out NLL below the same model without memory."""
     from lcirc_plugins.training.config import TrainConfig as Config
 
-    books = SAMPLE_BOOK.parents[2].parent / "shared" / "data" / "books"
+    books = SHARED_DATA / "books"
     config = Config(
         data=str(books),
         eval_data=str(books / "stevenson-treasure-island.txt"),
@@ -290,10 +302,10 @@ def test_stage_one_on_smollm2_beats_the_no_memory_baseline(tmp_path):
         lr=1e-3,
         warmup_steps=10,
         adapter={"num_latents": 16, "perceiver_layers": 1, "gca_layers": [0, 15, 29], "ffn_mult": 1.0, "max_segment_len": 512},
-        min_segment_len=256,
-        max_segment_len=512,
+        min_train_segment_len=256,
+        max_train_segment_len=512,
         max_segments=2,
-        window=128,
+        loss_window=128,
         eval_every=150,
         eval_examples=24,
         save_every=150,

@@ -20,7 +20,7 @@ from ..model.backbone import DEFAULT_BACKBONE
 from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
 from ..model.loading import load_model
-from .benchmarks import FORMATS, QARecord, load_benchmark
+from .datasets import FORMATS, QARecord, load_benchmark
 from .report import write_report
 from .systems import build_systems
 from .tasks import needle_grid, perplexity_by_length, qa_benchmark

@@ -1,7 +1,7 @@
 """The shipped adapter's measured table: every number in its ``MODEL_CARD.md`` comes from this script.
 
-It evaluates an adapter and the baselines on books held out from training (``../shared/data/books``; the
-adapter trains on ``../shared/data/corpus``): passkey accuracy by length x depth, single-needle retrieval
+It evaluates an adapter and the baselines on books held out from training (``$LCIRC_SHARED_DATA/books``; the
+adapter trains on ``$LCIRC_SHARED_DATA/corpus``): passkey accuracy by length x depth, single-needle retrieval
 in book haystacks, perplexity of the last window given a long prefix, and book QA (facts and cloze), with
 the cost of each. ``LCIRC`` is the adapter compressing without the question, ``QD-LCIRC`` the same adapter
 conditioned on it. Example::
@@ -23,6 +23,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data import synthetic
+from ..data.shared import shared_data_dir
 from ..model.lcirc_model import LCIRCModel
 from ..model.loading import load_model
 from ..model.status import CARD_END, CARD_START
@@ -156,10 +157,13 @@ def write_card(card: Path, measured: str) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lcirc_plugins.eval.card", description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="default", help="adapter directory or 'default'")
-    parser.add_argument("--books", default=str(Path(__file__).resolve().parents[2].parent / "shared" / "data" / "books"))
+    parser.add_argument("--books", default=str(shared_data_dir() / "books"), help="held-out books ($LCIRC_SHARED_DATA/books)")
     parser.add_argument("--lengths", type=int, nargs="+", default=[32768, 131072])
     parser.add_argument("--needle-length", type=int, default=32768, help="context of the book-haystack needle and QA tasks")
     parser.add_argument("--samples", type=int, default=100, help="examples per cell (needles: per length x depth)")
+    parser.add_argument(
+        "--systems", nargs="+", default=None, help="names of the systems to measure (default: all of card_systems)"
+    )
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", default="runs/card")
     parser.add_argument("--card", default=None, help="a MODEL_CARD.md whose measured section is rewritten")
@@ -171,6 +175,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     model = load_model(args.adapter)  # "default" falls back to the untrained adapter, as everywhere else
     systems = card_systems(model)
+    if args.systems:
+        known = [system.name for system in systems]
+        unknown = sorted(set(args.systems) - set(known))
+        if unknown:
+            raise SystemExit(f"error: unknown systems {unknown}; this adapter's card measures {known}")
+        systems = [system for system in systems if system.name in args.systems]
     books = synthetic.load_haystack(args.books)
     per_depth = max(1, args.samples // len(DEPTHS))
     rows = needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)

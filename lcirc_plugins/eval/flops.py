@@ -182,11 +182,6 @@ def flops_lcirc(shape: DecoderShape, adapter: AdapterShape, context: int, window
     return decoder_flops(shape, tokens) + compression_flops(adapter, compressed) + gca_flops(adapter, tokens, memory)
 
 
-def flops_rag(shape: DecoderShape, prompt_tokens: int) -> int:
-    """BM25 RAG: retrieval is not a matrix product; the backbone reads the retrieved prompt."""
-    return decoder_flops(shape, prompt_tokens)
-
-
 def layer_reader_flops(shape: DecoderShape, a: AdapterShape, compressed: int, tokens: int) -> int:
     """The layer reader's compression (a frozen forward per segment, no LM head) and its G reading layers."""
     if compressed <= 0:

@@ -19,8 +19,8 @@ import torch
 from ..errors import LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.memory import MemoryRows
+from ..model.passages import bm25_scores
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
-from ..passages import bm25_scores
 from .flops import AdapterShape, DecoderShape, decoder_flops, flops_full, flops_lcirc, flops_truncated
 
 _MARGIN = 8  # tokens kept free when a decoded context is re-tokenized inside a prompt

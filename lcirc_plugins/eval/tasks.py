@@ -19,7 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from ..data.synthetic import niah_single, passkey
-from .benchmarks import QARecord, score
+from .datasets import QARecord, score
 from .metrics import substring_match
 from .systems import ContextTooLongError, System, perplexity
 

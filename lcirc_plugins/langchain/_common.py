@@ -13,9 +13,9 @@ from langchain_core.messages import BaseMessage, ChatMessage
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import ConfigError, EmptyInputError, UnsupportedFormatError
-from ..model.lcirc_model import LCIRCModel
+from ..model.lcirc_model import LCIRCModel, Memories
 from ..model.loading import load_model
-from ._generation import GenerationSettings, MemoryInput
+from ._generation import GenerationSettings
 
 # LangChain message types -> chat-template roles.
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function"}
@@ -150,7 +150,7 @@ class LCIRCParams(BaseModel):
         """Token ids of ``text`` with the backbone's own tokenizer (LangChain's default would fetch GPT-2's)."""
         return list(self.lcirc_model.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[GenerationSettings, MemoryInput]:
+    def _settings(self, stop: list[str] | None, kwargs: dict[str, Any]) -> tuple[GenerationSettings, Memories]:
         """Generation settings for one call: the fields, overridden by the call's (or ``bind``'s) kwargs.
 
         ``memory=`` (a ``CompressedMemory`` or a list of them) is the compressed documents the answer reads.

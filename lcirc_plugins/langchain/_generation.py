@@ -1,7 +1,7 @@
 """Generation shared by ``ChatLCIRC`` and ``LCIRC``: prompt + memories in, text and token counts out.
 
-Framework-free on purpose (no LangChain import): it turns a prompt (chat messages or text) and optional
-compressed documents into one :class:`~lcirc_plugins.model.lcirc_model.PreparedPrompt`, runs
+Framework-free on purpose (no LangChain import): from a
+:class:`~lcirc_plugins.model.lcirc_model.PreparedPrompt` (``LCIRCModel.prepare_prompt``) it runs
 ``LCIRCModel.generate`` with or without streaming, applies stop sequences the LangChain way (the output
 ends before the first stop sequence, which is not included), and counts tokens for usage metadata.
 """
@@ -14,9 +14,6 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
-from ..model.memory import CompressedMemory, MemoryRows
-
-MemoryInput = CompressedMemory | Sequence[CompressedMemory] | None
 
 
 @dataclass
@@ -77,48 +74,6 @@ class Generation:
             "total_tokens": self.input_tokens + self.output_tokens,
             "input_token_details": {"compressed": self.compressed_tokens},
         }
-
-
-def as_memories(memory: MemoryInput) -> list[CompressedMemory]:
-    """``None``, one memory or a sequence of them, as a list (type-checked)."""
-    if memory is None:
-        return []
-    memories = [memory] if isinstance(memory, CompressedMemory) else list(memory)
-    for m in memories:
-        if not isinstance(m, CompressedMemory):
-            raise TypeError(f"memory= takes CompressedMemory objects, got {type(m).__name__}")
-    return memories
-
-
-def prepare(
-    model: LCIRCModel,
-    prompt: str | Sequence[dict[str, str]],
-    *,
-    max_new_tokens: int,
-    memory: MemoryInput = None,
-    query: str | None = None,
-) -> PreparedPrompt:
-    """Decoder input for ``prompt`` plus the memory it reads.
-
-    The memory is, in reading order, every given document memory (recompressed for ``query`` in QD mode)
-    followed by the compressed head of the prompt itself when the prompt is longer than the window
-    (``LCIRCModel.prepare_prompt`` compresses that overflow instead of cutting it). Documents are
-    compressed separately, so their memories are concatenated: each can be cached and reused.
-
-    Raises:
-        MemoryMismatchError: a memory was made by another adapter or backbone (checked before any work).
-    """
-    memories = as_memories(memory)
-    for m in memories:
-        m.check_compatible(model.adapter_fingerprint, model.signature)
-    prepared = model.prepare_prompt(prompt, max_new_tokens=max_new_tokens)
-    if not memories:
-        return prepared
-    parts = [model.read_memories(memories, query)]
-    if prepared.memory is not None:
-        parts.append(prepared.memory)  # the prompt's own compressed head comes last, right before its tail
-    rows = MemoryRows.concat(parts)
-    return PreparedPrompt(prepared.input_ids, rows, prepared.compressed_tokens + sum(m.num_tokens for m in memories))
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

@@ -7,15 +7,16 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel, LangSmithParams
+from langchain_core.language_models import BaseChatModel, LangSmithParams, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from ..model.lcirc_model import PreparedPrompt
+from ..model.lcirc_model import Memories, PreparedPrompt
 from ..model.prompting import apply_chat_template
+from ..model.provenance import Provenance
 from ..model.streaming import iterate_in_thread
 from ._common import LCIRCParams, last_user_text, to_chat_messages
-from ._generation import Generation, GenerationSettings, TextStream, generate, prepare
+from ._generation import Generation, GenerationSettings, TextStream, generate
 
 
 class ChatLCIRC(LCIRCParams, BaseChatModel):
@@ -132,10 +133,19 @@ class ChatLCIRC(LCIRCParams, BaseChatModel):
     ) -> tuple[PreparedPrompt, GenerationSettings]:
         settings, memory = self._settings(stop, kwargs)
         chat = to_chat_messages(messages)
-        prepared = prepare(
-            self.lcirc_model, chat, max_new_tokens=settings.max_new_tokens, memory=memory, query=last_user_text(chat)
+        prepared = self.lcirc_model.prepare_prompt(
+            chat, max_new_tokens=settings.max_new_tokens, memories=memory, query=last_user_text(chat)
         )
         return prepared, settings
+
+    def provenance(self, messages: LanguageModelInput, answer: str, *, memory: Memories, k: int = 3) -> Provenance:
+        """The passages of ``memory`` that ``answer`` (this model's reply to ``messages``) read most: the
+        adapter's attention, or BM25 for the last user message when its gates are closed
+        (``LCIRCModel.provenance``, the same call the app and the LlamaIndex engine make)."""
+        chat = to_chat_messages(self._convert_input(messages).to_messages())
+        model = self.lcirc_model
+        prepared = model.prepare_prompt(chat, max_new_tokens=self.max_new_tokens, memories=memory, query=last_user_text(chat))
+        return model.provenance(prepared, answer, top_k=k)
 
     def _metadata(self, result: Generation) -> dict[str, Any]:
         return {

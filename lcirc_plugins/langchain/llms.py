@@ -14,7 +14,7 @@ from langchain_core.outputs import GenerationChunk, LLMResult
 from ..model.lcirc_model import PreparedPrompt
 from ..model.streaming import iterate_in_thread
 from ._common import LCIRCParams
-from ._generation import Generation, GenerationSettings, TextStream, generate, prepare
+from ._generation import Generation, GenerationSettings, TextStream, generate
 
 
 class LCIRC(LCIRCParams, LLM):
@@ -78,7 +78,8 @@ class LCIRC(LCIRCParams, LLM):
             model = self.lcirc_model
             ids = model.tokenizer(prompt, add_special_tokens=False)["input_ids"][-model.config.max_query_tokens :]
             query = model.tokenizer.decode(ids)
-        return prepare(self.lcirc_model, prompt, max_new_tokens=settings.max_new_tokens, memory=memory, query=query), settings
+        prepared = self.lcirc_model.prepare_prompt(prompt, max_new_tokens=settings.max_new_tokens, memories=memory, query=query)
+        return prepared, settings
 
     @staticmethod
     def _info(result: Generation) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Every segment of a compressed document is a passage: its text is decoded from the memory's own token ids
 and its character span points into the source document. Ranking is Okapi BM25
-(:mod:`lcirc_plugins.passages`), computed over the passages of *all* documents at once so that scores
+(:mod:`lcirc_plugins.model.passages`), computed over the passages of *all* documents at once so that scores
 compare across documents; for one document the ranking is exactly ``rank_passages``. The memories are
 persisted as one safetensors file each plus a JSON index: no pickle anywhere.
 """
@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ..errors import ConfigError, CorruptFileError, EmptyInputError
 from ..model.lcirc_model import LCIRCModel
 from ..model.memory import CompressedMemory
-from ..passages import Passage, bm25_scores, passages
+from ..model.passages import Passage, bm25_scores, passages
 
 INDEX_NAME = "lcirc_retriever.json"
 MEMORY_FOLDER = "memories"

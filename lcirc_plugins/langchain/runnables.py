@@ -2,8 +2,10 @@
 
 Input ``{"question": str, "documents": [Document | str, ...]}`` or ``{"question": str, "memory": m}``, where
 ``m`` is a ``CompressedMemory``, a list of them, or an ``LCIRCMemoryRetriever``. Output
-``{"answer": str, "sources": [Document, ...]}``: the sources are the passages that best match the question
-(BM25, as in the retriever), each with its character span in its document. Documents are compressed once
+``{"answer": str, "sources": [Document, ...], "provenance": [Document, ...]}``: the sources are the passages
+that best match the question (BM25, as in the retriever), known before the answer; the provenance is the
+passages the answer read most (``LCIRCModel.provenance``: the adapter's attention, or BM25 when its gates are
+closed, with ``method`` in each passage's metadata), known after it. Each has its character span in its document. Documents are compressed once
 and cached by content, so asking several questions about the same documents compresses them once.
 """
 
@@ -26,9 +28,10 @@ from pydantic import ConfigDict, Field, PrivateAttr
 
 from ..errors import ConfigError, EmptyInputError
 from ..model.memory import CompressedMemory
+from ..model.passages import Passage
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT
 from .chat_models import ChatLCIRC
-from .retrievers import LCIRCMemoryRetriever, all_passages, compress_documents, rank_documents
+from .retrievers import LCIRCMemoryRetriever, all_passages, compress_documents, passage_document, rank_documents
 
 
 @dataclass
@@ -79,7 +82,7 @@ class LCIRCMemoryQA(RunnableSerializable[dict[str, Any], dict[str, Any]]):
     Stream:
         ```python
         for chunk in qa.stream({"question": "What does the map show?", "documents": docs}):
-            print(chunk)  # {"sources": [...]} first, then {"answer": "..."} pieces
+            print(chunk)  # {"sources": [...]} first, then {"answer": "..."} pieces, then {"provenance": [...]}
         ```
 
     Compose:
@@ -199,6 +202,18 @@ class LCIRCMemoryQA(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         candidates = request.retriever.passages() if request.retriever is not None else all_passages(model, request.memories)
         return rank_documents(candidates, request.ids, request.metadata, request.question, self.k)
 
+    def _provenance(self, request: _Request, answer: str) -> list[Document]:
+        """The passages the answer read most, as Documents like the sources (plus ``method``)."""
+        found = self.llm.provenance(self._messages(request.question), answer, memory=request.memories, k=self.k)
+        return [
+            passage_document(
+                Passage(p.segment, p.text, p.start, p.end, p.score),
+                request.ids[p.source],
+                {**request.metadata[p.source], "method": found.method},
+            )
+            for p in found.passages
+        ]
+
     def _messages(self, question: str) -> list[tuple[str, str]]:
         return [*([("system", self.system_prompt)] if self.system_prompt else []), ("human", question)]
 
@@ -222,7 +237,7 @@ class LCIRCMemoryQA(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         sources = self._sources(request)
         child = patch_config(config, callbacks=run_manager.get_child())
         reply = self.llm.invoke(self._messages(request.question), child, memory=request.memories, **kwargs)
-        return {"answer": reply.text, "sources": sources}
+        return {"answer": reply.text, "sources": sources, "provenance": self._provenance(request, reply.text)}
 
     def invoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
         return self._call_with_config(self._answer, input, config, **kwargs)
@@ -233,11 +248,12 @@ class LCIRCMemoryQA(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         request = self._request(self._merge(inputs))
         yield AddableDict(sources=self._sources(request))
         child = patch_config(config, callbacks=run_manager.get_child())
-        yielded = False
+        yielded, answer = False, ""
         for chunk in self.llm.stream(self._messages(request.question), child, memory=request.memories, **kwargs):
             if chunk.text or not yielded:
-                yielded = True
+                yielded, answer = True, answer + chunk.text
                 yield AddableDict(answer=chunk.text)
+        yield AddableDict(provenance=self._provenance(request, answer))
 
     def transform(
         self, input: Iterator[dict[str, Any]], config: RunnableConfig | None = None, **kwargs: Any
@@ -256,7 +272,7 @@ class LCIRCMemoryQA(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         sources = await asyncio.to_thread(self._sources, request)
         child = patch_config(config, callbacks=run_manager.get_child())
         reply = await self.llm.ainvoke(self._messages(request.question), child, memory=request.memories, **kwargs)
-        return {"answer": reply.text, "sources": sources}
+        return {"answer": reply.text, "sources": sources, "provenance": await asyncio.to_thread(self._provenance, request, reply.text)}
 
     async def ainvoke(self, input: dict[str, Any], config: RunnableConfig | None = None, **kwargs: Any) -> dict[str, Any]:
         return await self._acall_with_config(self._aanswer, input, config, **kwargs)
@@ -268,11 +284,12 @@ class LCIRCMemoryQA(RunnableSerializable[dict[str, Any], dict[str, Any]]):
         request = await asyncio.to_thread(self._request, value)
         yield AddableDict(sources=await asyncio.to_thread(self._sources, request))
         child = patch_config(config, callbacks=run_manager.get_child())
-        yielded = False
+        yielded, answer = False, ""
         async for chunk in self.llm.astream(self._messages(request.question), child, memory=request.memories, **kwargs):
             if chunk.text or not yielded:
-                yielded = True
+                yielded, answer = True, answer + chunk.text
                 yield AddableDict(answer=chunk.text)
+        yield AddableDict(provenance=await asyncio.to_thread(self._provenance, request, answer))
 
     async def atransform(
         self,

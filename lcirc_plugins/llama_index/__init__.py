@@ -17,16 +17,10 @@ except ImportError as err:  # pragma: no cover - exercised only without the extr
 from ..model.loading import UntrainedAdapterWarning
 from ..model.loading import load_model as load_lcirc_model
 from .llm import EFFECTIVE_CONTEXT_WINDOW, LCIRCLLM
-from .memory_index import (
-    MEMORY_FOLDER,
-    CompressedMemoryIndex,
-    CompressedMemoryStorageContext,
-    CompressedMemoryStore,
-    DocumentToMemoryNode,
-    IndexCompressedMemory,
-)
+from .memory_index import CompressedMemoryIndex, DocumentToMemoryNode
 from .query_engine import CompressedMemoryQueryEngine
 from .retriever import PROVENANCE_KEYS, CompressedMemoryRetriever
+from .storage import MEMORY_FOLDER, CompressedMemoryStorageContext, CompressedMemoryStore, IndexCompressedMemory
 
 __all__ = [
     "EFFECTIVE_CONTEXT_WINDOW",

@@ -30,6 +30,7 @@ from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.loading import load_model as load_lcirc_model
 from ..model.memory import CompressedMemory
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT
+from ..model.provenance import Provenance
 from ..model.streaming import GenerationStream, iterate_in_thread
 
 # The longest input this project has measured end to end: tests/test_memory_scaling.py and
@@ -292,12 +293,9 @@ class LCIRCLLM(LLM):
         the documents one after another, with the segment-order signal continuing across them, as if their
         texts had been compressed back to back (except that each recurrence started from ``h(0)``).
         """
-        memories = [memory] if isinstance(memory, CompressedMemory) else list(memory or [])
         max_new = max_new_tokens or self.max_new_tokens
-        ids = self._model.prompt_ids(question, max_new, self.system_prompt or DEFAULT_SYSTEM_PROMPT)
-        if not memories:
-            return PreparedPrompt(ids, None, 0)
-        return PreparedPrompt(ids, self._model.read_memories(memories, question), sum(m.num_tokens for m in memories))
+        system_prompt = self.system_prompt or DEFAULT_SYSTEM_PROMPT
+        return self._model.prepare_answer(question, memory, max_new_tokens=max_new, system_prompt=system_prompt)
 
     def answer(self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any) -> str:
         """Answer ``question`` from the memories of whole documents (QD-LCIRC)."""
@@ -305,6 +303,16 @@ class LCIRCLLM(LLM):
         return self._model.generate_text(
             self.prepare_answer(question, memory, max_new_tokens=max_new), max_new_tokens=max_new, **options
         )[0]
+
+    def answer_with_provenance(
+        self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any
+    ) -> tuple[str, Provenance]:
+        """:meth:`answer` and the passages it read most (``LCIRCModel.provenance``: attention, or BM25 when the
+        adapter's gates are closed), at the cost of one more forward over the prompt and the answer."""
+        max_new, options = self._options(kwargs)
+        prepared = self.prepare_answer(question, memory, max_new_tokens=max_new)
+        text = self._model.generate_text(prepared, max_new_tokens=max_new, **options)[0]
+        return text, self._model.provenance(prepared, text)
 
     def stream_answer(
         self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.base_retriever import BaseRetriever
@@ -12,8 +13,11 @@ from llama_index.core.prompts.mixin import PromptMixinType
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from ..model.memory import CompressedMemory
+from ..model.provenance import Provenance
 from .llm import LCIRCLLM
-from .memory_index import CompressedMemoryIndex
+
+if TYPE_CHECKING:  # the index imports this module, not the other way round
+    from .memory_index import CompressedMemoryIndex
 
 
 class CompressedMemoryQueryEngine(BaseQueryEngine):
@@ -22,7 +26,10 @@ class CompressedMemoryQueryEngine(BaseQueryEngine):
     The decoder's prompt is the question only (the backbone's chat template); the documents reach it
     through their memories, recompressed for the question in QD mode. The retrieved passages are returned
     as ``source_nodes`` (each its own node, with its score and provenance), so users can check the answer.
-    ``response.metadata`` names the memories read (``memory_ids``) and how many tokens they hold.
+    ``response.metadata`` names the memories read (``memory_ids``) and how many tokens they hold and, for a
+    complete (not streamed) answer, ``provenance``: the passages the answer read most (``LCIRCModel.provenance``,
+    the same call as the app's and LangChain's), each a dict with ``memory_id``, ``segment``, ``start``, ``end``,
+    ``text``, ``score`` and ``method`` ("attention", or "bm25" when the adapter's gates are closed).
 
     Setup:
         .. code-block:: bash
@@ -85,7 +92,8 @@ class CompressedMemoryQueryEngine(BaseQueryEngine):
         if self._streaming:
             pieces = self._llm.stream_answer(question, memories, **self._generate_kwargs)
             return StreamingResponse(response_gen=pieces, source_nodes=nodes, metadata=metadata)
-        return Response(self._llm.answer(question, memories, **self._generate_kwargs), source_nodes=nodes, metadata=metadata)
+        text, found = self._llm.answer_with_provenance(question, memories, **self._generate_kwargs)
+        return Response(text, source_nodes=nodes, metadata={**metadata, "provenance": _records(found, metadata["memory_ids"])})
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
         nodes = await self._retriever.aretrieve(query_bundle)
@@ -94,5 +102,12 @@ class CompressedMemoryQueryEngine(BaseQueryEngine):
         if self._streaming:
             pieces = self._llm.astream_answer(question, memories, **self._generate_kwargs)
             return AsyncStreamingResponse(response_gen=pieces, source_nodes=nodes, metadata=metadata)
-        text = await self._llm.aanswer(question, memories, **self._generate_kwargs)
-        return Response(text, source_nodes=nodes, metadata=metadata)
+        text, found = await asyncio.to_thread(self._llm.answer_with_provenance, question, memories, **self._generate_kwargs)
+        return Response(text, source_nodes=nodes, metadata={**metadata, "provenance": _records(found, metadata["memory_ids"])})
+
+
+def _records(found: Provenance, memory_ids: list[str]) -> list[dict[str, Any]]:
+    return [
+        {"memory_id": memory_ids[p.source], "segment": p.segment, "start": p.start, "end": p.end, "text": p.text, "score": p.score, "method": found.method}
+        for p in found.passages
+    ]

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 
 from ..errors import ConfigError, EmptyInputError
-from ..passages import Passage, bm25_scores
-from .memory_index import CompressedMemoryIndex
+from ..model.passages import Passage, bm25_scores
+
+if TYPE_CHECKING:  # the index imports this module, not the other way round
+    from .memory_index import CompressedMemoryIndex
 
 # Provenance keys set on every passage node. Hidden from the LLM prompt and from embeddings: they are for
 # the user and for LCIRCLLM (which finds the memory through them), not content.
@@ -21,7 +23,7 @@ PROVENANCE_KEYS = ("doc_id", "memory_id", "memory_file", "segment", "start", "en
 class CompressedMemoryRetriever(BaseRetriever):
     """One ``NodeWithScore`` per memory segment, best first: its text, character span and memory.
 
-    Scores are Okapi BM25, the ranking of :func:`lcirc_plugins.passages.rank_passages`, computed over the
+    Scores are Okapi BM25, the ranking of :func:`lcirc_plugins.model.passages.rank_passages`, computed over the
     passages of *all* the index's documents at once so that scores compare across documents (for a
     one-document index the result is exactly ``rank_passages``). Why BM25 and not the QD compressor's
     attention: it needs no trained adapter (none is shipped yet, and an untrained compressor's attention

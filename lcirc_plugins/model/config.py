@@ -90,6 +90,14 @@ class LCIRCConfig:
             "(None: the memory layer nearest the middle of the backbone, where a linear scorer ranks best)."
         },
     )
+    position_horizon: int | None = field(
+        default=None,
+        metadata={
+            "help": "'layer' reader: the farthest RoPE distance a memory slot is read at. The nearest third keeps exact "
+            "distances, farther ones are compressed so the farthest slot sits at the horizon (None: 3/4 of the backbone's "
+            "max_position_embeddings; 0: exact distances however far)."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
@@ -107,6 +115,9 @@ class LCIRCConfig:
             raise ConfigError(f"reader must be one of {READERS}, got {self.reader!r}")
         if not isinstance(self.lora_rank, int) or isinstance(self.lora_rank, bool) or self.lora_rank < 0:
             raise ConfigError(f"lora_rank must be an integer >= 0, got {self.lora_rank!r}")
+        horizon = self.position_horizon
+        if horizon is not None and (not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 0):
+            raise ConfigError(f"position_horizon must be None or an integer >= 0, got {horizon!r}")
         if self.slot_selection and self.slot_correction:
             raise ConfigError("slot_selection keeps exact token states; it cannot be combined with slot_correction")
         if self.ffn_mult <= 0:
@@ -133,6 +144,12 @@ class LCIRCConfig:
         if self.reader == "layer":  # the layers where the model copies: the last three quarters (E5 used 8-29 of 30)
             return list(range(num_layers - (3 * num_layers) // 4, num_layers))
         return sorted(set(range(0, num_layers, self.gca_every)) | {num_layers - 1})
+
+    def resolve_position_horizon(self, max_positions: int | None) -> int:
+        """The RoPE horizon for a backbone trained on ``max_positions`` tokens (0: no folding)."""
+        if self.position_horizon is not None:
+            return self.position_horizon
+        return 3 * max_positions // 4 if max_positions else 0
 
     def resolve_salience_layer(self, num_layers: int) -> int | None:
         """The memory layer the salience scorer reads (after :meth:`resolve_gca_layers`); None without selection."""

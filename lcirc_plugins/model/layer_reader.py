@@ -118,6 +118,23 @@ def anatomy(layer: nn.Module) -> AttentionAnatomy:
     return AttentionAnatomy(norm, attention, dim, heads, kv_heads, head_dim, scaling, fused, post_norm, rotary)
 
 
+def fold_positions(positions: torch.Tensor, horizon: int) -> torch.Tensor:
+    """Memory positions [B, N] (negative: the slots sit before the prompt) folded so none is farther than ``horizon``.
+
+    Why (docs/TRAINING_FINDINGS.md, "Positions beyond the backbone's context"): a slot 30K tokens before the
+    question is read at a RoPE distance the backbone never saw in training, and its keys stop matching. The
+    nearest third of the horizon keeps its exact distances; farther distances shrink by the one factor per row
+    that brings the farthest slot to the horizon (SelfExtend-style grouping). Order is kept, and a memory that
+    fits the horizon is read exactly as stored. ``horizon`` 0 leaves every position as it is.
+    """
+    if horizon <= 0:
+        return positions
+    near = horizon / 3
+    distance = -positions
+    factor = ((distance.amax(dim=-1, keepdim=True) - near) / (horizon - near)).clamp(min=1.0)
+    return -torch.where(distance <= near, distance, near + (distance - near) / factor)
+
+
 def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """An additive [B, 1, 1, N] attention mask: the QD ``bias`` [B, N], and -inf where ``mask`` [B, N] is False."""
     if mask is None and bias is None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Sequence
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -21,8 +22,10 @@ from .backbone import DEFAULT_BACKBONE, backbone_signature, load_backbone, prepa
 from .config import LCIRCConfig
 from .injection import MemoryInjector, find_decoder_layers, memory_rotary
 from .layer_memory import slots_in
+from .layer_reader import fold_positions
 from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
+from .provenance import Provenance, answer_provenance
 from .streaming import GenerationStream
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
@@ -57,6 +60,7 @@ class LCIRCModel(nn.Module):
         layers = find_decoder_layers(backbone, config.decoder_layers_path)
         config.gca_layers = config.resolve_gca_layers(len(layers))
         config.salience_layer = config.resolve_salience_layer(len(layers))
+        config.position_horizon = config.resolve_position_horizon(getattr(backbone.config, "max_position_embeddings", None))
         self.config = config
         self.backbone_name = backbone_name or str(getattr(backbone.config, "_name_or_path", ""))
         dim = backbone.get_input_embeddings().weight.shape[1]
@@ -463,6 +467,7 @@ class LCIRCModel(nn.Module):
             mask = None if bool(mask.all()) else mask
         if positions is not None:
             positions = positions.to(self.device, torch.float32).reshape(features.shape[0], -1)
+            positions = fold_positions(positions, self.config.position_horizon)
         if bias is not None:
             bias = bias.to(self.device).reshape(features.shape[0], -1)
         if not self.adapter.reads_layers:
@@ -518,47 +523,89 @@ class LCIRCModel(nn.Module):
             )
         return torch.tensor([ids], dtype=torch.long)
 
-    def _answer_inputs(
-        self, question: str, memory: CompressedMemory | None, max_new_tokens: int, system_prompt: str | None
+    def prepare_answer(
+        self,
+        question: str,
+        memories: Memories = None,
+        *,
+        history: list[dict[str, str]] | None = None,
+        max_new_tokens: int = 128,
+        system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+        query_dependent: bool = True,
     ) -> PreparedPrompt:
-        ids = self.prompt_ids(question, max_new_tokens, system_prompt)
-        rows = None if memory is None else self.read_memories([memory], question)
-        return PreparedPrompt(ids, rows, 0 if memory is None else memory.num_tokens)
+        """The one way from a question, its memories and the chat so far to what the decoder reads.
+
+        The prompt is the question in the chat template (earlier ``history`` turns kept while they fit the
+        window); the memories are read in order, QD-recompressed for the question unless ``query_dependent``
+        is False. Every front end (app, LlamaIndex, LangChain, CLI) answers through this and
+        :meth:`provenance`, so the same memory and question give the same answer and sources everywhere.
+        """
+        sources = _memory_list(memories)
+        for memory in sources:  # a wrong memory fails before any work
+            memory.check_compatible(self.adapter_fingerprint, self.signature)
+        ids = self.prompt_ids(question, max_new_tokens, system_prompt, history=history)
+        rows = self.read_memories(sources, question, query_dependent=query_dependent)
+        return PreparedPrompt(ids, rows, sum(m.num_tokens for m in sources), sources, question)
+
+    def provenance(self, prepared: PreparedPrompt, answer: str, *, top_k: int = 3) -> Provenance:
+        """The passages of ``prepared.sources`` that ``answer`` read most (BM25 for the question when the gates
+        are closed): one extra forward over the prompt and the answer."""
+        return answer_provenance(self, prepared, answer, top_k)
 
     def answer(
         self,
         question: str,
-        memory: CompressedMemory | None = None,
+        memory: Memories = None,
         *,
         max_new_tokens: int = 128,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         **generate_kwargs: Any,
     ) -> str:
-        """Answer ``question`` about the compressed text (greedy unless sampling arguments are given)."""
-        prepared = self._answer_inputs(question, memory, max_new_tokens, system_prompt)
+        """Answer ``question`` about the compressed text(s) (greedy unless sampling arguments are given)."""
+        prepared = self.prepare_answer(question, memory, max_new_tokens=max_new_tokens, system_prompt=system_prompt)
         return self.generate_text(prepared, max_new_tokens=max_new_tokens, **generate_kwargs)[0]
 
     def stream_answer(
         self,
         question: str,
-        memory: CompressedMemory | None = None,
+        memory: Memories = None,
         *,
         max_new_tokens: int = 128,
         system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
         **generate_kwargs: Any,
-    ) -> Iterator[str]:
+    ) -> GenerationStream:
         """Yield the answer in pieces as it is generated."""
-        prepared = self._answer_inputs(question, memory, max_new_tokens, system_prompt)
+        prepared = self.prepare_answer(question, memory, max_new_tokens=max_new_tokens, system_prompt=system_prompt)
         return self.stream_text(prepared, max_new_tokens=max_new_tokens, **generate_kwargs)
 
     # ----- arbitrary prompts: what framework integrations call ------------------------------------------
 
-    def prepare_prompt(self, prompt: str | Sequence[dict[str, str]], *, max_new_tokens: int = 128) -> PreparedPrompt:
-        """Tokenize a prompt (text, or chat messages for the chat template) and fit it to the window.
+    def prepare_prompt(
+        self,
+        prompt: str | Sequence[dict[str, str]],
+        *,
+        max_new_tokens: int = 128,
+        memories: Memories = None,
+        query: str | None = None,
+    ) -> PreparedPrompt:
+        """Tokenize a prompt (text, or chat messages for the chat template), fit it to the window and add the
+        ``memories`` it reads (QD-recompressed for ``query``).
 
         A prompt longer than ``window - max_new_tokens`` is not cut: its head is compressed into memory
-        (query-dependent on the prompt's last tokens in QD mode) and only the tail goes to the decoder.
+        (query-dependent on the prompt's last tokens in QD mode) and only the tail goes to the decoder. The
+        rows are read in order: every given memory, then the prompt's own compressed head, right before its tail.
         """
+        sources = _memory_list(memories)
+        for memory in sources:
+            memory.check_compatible(self.adapter_fingerprint, self.signature)
+        own = self._fit_prompt(prompt, max_new_tokens)
+        if not sources:
+            return own
+        parts = [self.read_memories(sources, query)] + ([own.rows] if own.rows is not None else [])
+        tokens = own.compressed_tokens + sum(m.num_tokens for m in sources)
+        return PreparedPrompt(own.input_ids, MemoryRows.concat(parts), tokens, sources, query)
+
+    def _fit_prompt(self, prompt: str | Sequence[dict[str, str]], max_new_tokens: int) -> PreparedPrompt:
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise EmptyInputError("the prompt is empty")
@@ -585,7 +632,7 @@ class LCIRCModel(nn.Module):
     def generate_text(self, prepared: PreparedPrompt, *, max_new_tokens: int = 128, **generate_kwargs: Any) -> tuple[str, int]:
         """Generate from a prepared prompt; returns the text and the number of new tokens."""
         generate_kwargs.setdefault("do_sample", False)
-        out = self.generate(prepared.input_ids, memory=prepared.memory, max_new_tokens=max_new_tokens, **generate_kwargs)
+        out = self.generate(prepared.input_ids, memory=prepared.rows, max_new_tokens=max_new_tokens, **generate_kwargs)
         new_tokens = out[0, prepared.input_ids.shape[1] :]
         return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(), int(new_tokens.numel())
 
@@ -593,8 +640,20 @@ class LCIRCModel(nn.Module):
         """Yield generated text in pieces (generation runs in a worker thread that stops when the stream is
         closed or dropped); afterwards the stream's ``new_tokens`` and ``finish_reason`` say what was made."""
         generate_kwargs.setdefault("do_sample", False)
-        run = functools.partial(self.generate, prepared.input_ids, memory=prepared.memory)
+        run = functools.partial(self.generate, prepared.input_ids, memory=prepared.rows)
         return GenerationStream(run, self.tokenizer, prepared.input_ids.shape[1], max_new_tokens, **generate_kwargs)
+
+
+Memories = CompressedMemory | Sequence[CompressedMemory] | None
+
+
+def _memory_list(memories: Memories) -> tuple[CompressedMemory, ...]:
+    """One memory, several or none, as a tuple (a wrong type is refused with its name)."""
+    items = (memories,) if isinstance(memories, CompressedMemory) else tuple(memories or ())
+    for memory in items:
+        if not isinstance(memory, CompressedMemory):
+            raise TypeError(f"expected a CompressedMemory (from LCIRCModel.compress), got {type(memory).__name__}")
+    return items
 
 
 class LayerCompression(NamedTuple):
@@ -626,15 +685,25 @@ class _StopForward(Exception):
 
 @dataclass
 class PreparedPrompt:
-    """Decoder input ids [1, T], the memory rows they read (or None) and how many tokens were compressed."""
+    """What one answer reads: decoder input ids [1, T], the memory rows they attend to (or None) and how many
+    tokens those hold; ``sources`` are the memories whose rows come first, in order, and ``question`` what they
+    were read for (provenance: ``LCIRCModel.provenance``)."""
 
     input_ids: torch.Tensor
-    memory: MemoryRows | torch.Tensor | None
+    rows: MemoryRows | torch.Tensor | None
     compressed_tokens: int
+    sources: tuple[CompressedMemory, ...] = ()
+    question: str | None = None
 
     @property
     def input_tokens(self) -> int:
         return int(self.input_ids.shape[1]) + self.compressed_tokens
+
+    @property
+    def memory(self) -> MemoryRows | torch.Tensor | None:
+        """Deprecated name of :attr:`rows` (a ``memory`` elsewhere is a ``CompressedMemory``)."""
+        warnings.warn("PreparedPrompt.memory is now PreparedPrompt.rows", DeprecationWarning, stacklevel=2)
+        return self.rows
 
 
 class _progress_bar:

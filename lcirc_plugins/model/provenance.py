@@ -5,15 +5,24 @@ while producing the answer (each layer's mass weighted by ``|tanh(gate)|``, so a
 nothing), and the compressor's Perceiver says which tokens of a segment each of its latents read. Their
 product ranks the tokens of the book; the best window of consecutive tokens in a well-read segment is the
 quote, mapped back to characters through the memory's segment spans.
+
+:func:`answer_provenance` is what every front end calls (``LCIRCModel.provenance``): the passages behind one
+prepared answer over all the memories it read, by attention, or by BM25 over the passages when every gate is
+closed (an untrained adapter reads nothing, so only word overlap can point at a source).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
 from .memory import CompressedMemory, MemoryRows
+from .passages import bm25_scores, passages, rank_passages
+
+if TYPE_CHECKING:
+    from .lcirc_model import PreparedPrompt
 
 
 @dataclass
@@ -129,3 +138,54 @@ def evidence(
             Evidence(segment, char_start, min(char_start + len(text), seg_end), float(per_segment[segment]) / total, text)
         )
     return found
+
+
+@dataclass(frozen=True)
+class SourcePassage:
+    """A passage behind an answer: ``source`` indexes the memories the answer read (``PreparedPrompt.sources``)."""
+
+    source: int
+    segment: int
+    start: int  # character offsets in that memory's text
+    end: int
+    text: str
+    score: float  # attention share of the answer (``method == "attention"``) or BM25 score
+
+
+@dataclass
+class Provenance:
+    """Where an answer came from: the best passages over all its memories, and every segment's score (plots)."""
+
+    method: str  # "attention", "bm25", or "none" (the answer read no memory)
+    passages: list[SourcePassage] = field(default_factory=list)
+    segment_scores: list[torch.Tensor] = field(default_factory=list)  # per source memory, [S]
+
+
+def answer_provenance(model, prepared: PreparedPrompt, answer: str, top_k: int = 3) -> Provenance:
+    """The ``top_k`` passages ``answer`` read most over ``prepared.sources`` (BM25 for the question when gates are closed)."""
+    if not prepared.sources:
+        return Provenance("none")
+    answer_ids = model.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    weights = memory_attention(model, torch.cat([prepared.input_ids, answer_ids], dim=1), prepared.rows)
+    total = float(weights.sum())
+    if total <= 0:
+        return _bm25_provenance(model, prepared.sources, prepared.question or "", top_k)
+    found, scores, offset = [], [], 0
+    for index, memory in enumerate(prepared.sources):  # the sources' rows come first, in order
+        share = weights[offset : offset + len(memory.features)]
+        offset += len(memory.features)
+        for e in evidence(model, memory, memory.features, share, top_k=top_k, question=prepared.question):
+            found.append(SourcePassage(index, e.segment, e.start, e.end, e.text, e.weight * float(share.sum()) / total))
+        scores.append(segment_weights(memory, share) / total)
+    found.sort(key=lambda p: -p.score)
+    return Provenance("attention", found[:top_k], scores)
+
+
+def _bm25_provenance(model, sources: tuple[CompressedMemory, ...], question: str, top_k: int) -> Provenance:
+    found, scores = [], []
+    for index, memory in enumerate(sources):
+        for p in rank_passages(memory, model.tokenizer, question, top_k=top_k):
+            found.append(SourcePassage(index, p.segment, p.start, p.end, p.text, p.score))
+        scores.append(torch.tensor(bm25_scores(question, [p.text for p in passages(memory, model.tokenizer)])))
+    found.sort(key=lambda p: -p.score)
+    return Provenance("bm25", [p for p in found if p.score > 0][:top_k], scores)  # sharing no word is no evidence

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.shared import expand_shared
 from ..errors import ConfigError
 from .bptt import BPTT_MODES
 
@@ -47,8 +49,11 @@ class TrainConfig:
     bptt: str = field(default="selective", metadata={"help": "full, truncated or selective (the paper's)."})
     bptt_window: int = field(default=8, metadata={"help": "Steps with gradient in truncated/selective BPTT."})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "Recompute compression steps in backward."})
-    min_segment_len: int = field(default=64, metadata={"help": "Shortest random segment length (training)."})
-    max_segment_len: int = field(default=512, metadata={"help": "Longest random segment length (training)."})
+    min_train_segment_len: int = field(default=64, metadata={"help": "Shortest random segment length in training."})
+    max_train_segment_len: int = field(
+        default=512,
+        metadata={"help": "Longest random segment length in training (at most the adapter's max_segment_len, its position table)."},
+    )
     min_segments: int = field(default=1, metadata={"help": "Fewest segments compressed before the window."})
     max_segments: int = field(default=8, metadata={"help": "Most segments compressed before the window (curriculum end)."})
     curriculum_steps: int = field(
@@ -91,7 +96,7 @@ class TrainConfig:
             "distractor_start up to distractor_segments (0: distractor_segments from the start)."
         },
     )
-    window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
+    loss_window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
     distill: float = field(
         default=0.0,
         metadata={"help": "Weight of context distillation: KL from the backbone reading the compressed text in its own window."},
@@ -118,8 +123,20 @@ class TrainConfig:
     log_every: int = field(default=1, metadata={"help": "Write a metrics line every n steps."})
     mixed_precision: str = field(default="no", metadata={"help": "no, fp16 or bf16 (accelerate)."})
     resume: bool = field(default=True, metadata={"help": "Resume from the latest checkpoint in output_dir if there is one."})
+    # Deprecated names, accepted with a warning: in one JSON file beside the adapter's own window and
+    # max_segment_len they meant something else.
+    window: InitVar[int | None] = None
+    min_segment_len: InitVar[int | None] = None
+    max_segment_len: InitVar[int | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, window: int | None, min_segment_len: int | None, max_segment_len: int | None) -> None:
+        for old, value in (("window", window), ("min_segment_len", min_segment_len), ("max_segment_len", max_segment_len)):
+            if value is not None:
+                new = RENAMED[old]
+                warnings.warn(f"TrainConfig.{old} is now {new}", DeprecationWarning, stacklevel=3)
+                setattr(self, new, value)
+        for name in ("data", "eval_data", "distractors", "eval_distractors"):  # "@shared/..." paths (data/shared.py)
+            setattr(self, name, expand_shared(getattr(self, name)))
         if self.stage not in ("lm", "qa"):
             raise ConfigError(f"stage must be 'lm' or 'qa', got {self.stage!r}")
         if self.bptt not in BPTT_MODES:
@@ -130,11 +147,11 @@ class TrainConfig:
             "steps",
             "grad_accum",
             "bptt_window",
-            "min_segment_len",
-            "max_segment_len",
+            "min_train_segment_len",
+            "max_train_segment_len",
             "min_segments",
             "max_segments",
-            "window",
+            "loss_window",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -148,8 +165,8 @@ class TrainConfig:
             raise ConfigError(f"distill and salience_distill are loss weights >= 0, got {self.distill}, {self.salience_distill}")
         if not 0.0 <= self.reconstruct <= 1.0:
             raise ConfigError(f"reconstruct is a probability, got {self.reconstruct}")
-        if self.min_segment_len > self.max_segment_len or self.min_segments > self.max_segments:
-            raise ConfigError("min_segment_len/min_segments must not exceed max_segment_len/max_segments")
+        if self.min_train_segment_len > self.max_train_segment_len or self.min_segments > self.max_segments:
+            raise ConfigError("min_train_segment_len/min_segments must not exceed max_train_segment_len/max_segments")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -164,11 +181,13 @@ class TrainConfig:
             except (OSError, json.JSONDecodeError) as err:
                 raise ConfigError(f"cannot read training config {path}: {err}") from err
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {_current_name(key): value for key, value in values.items()}
         unknown = sorted(set(values) - set(fields))
         for item in overrides:
             key, sep, raw = item.removeprefix("--").partition("=")
             if not sep:
                 raise ConfigError(f"override {item!r} must look like --key=value")
+            key = _current_name(key)
             if key not in fields:
                 unknown.append(key)
                 continue
@@ -176,6 +195,16 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"unknown training config keys {unknown}; known keys: {sorted(fields)}")
         return cls(**values)
+
+
+RENAMED = {"window": "loss_window", "min_segment_len": "min_train_segment_len", "max_segment_len": "max_train_segment_len"}
+
+
+def _current_name(key: str) -> str:
+    if key in RENAMED:
+        warnings.warn(f"training config key {key!r} is now {RENAMED[key]!r}", DeprecationWarning, stacklevel=3)
+        return RENAMED[key]
+    return key
 
 
 def _parse(raw: str, annotation: Any, current: Any) -> Any:

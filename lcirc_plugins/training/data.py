@@ -160,25 +160,25 @@ class ExampleStream:
     def _synthetic_chars(self, rng: random.Random, step: int) -> int:
         """Context length of the next synthetic example: random, up to what the curriculum allows now."""
         c = self.config
-        tokens = rng.randint(c.min_segments * c.min_segment_len, self._max_segments(step) * c.max_segment_len)
+        tokens = rng.randint(c.min_segments * c.min_train_segment_len, self._max_segments(step) * c.max_train_segment_len)
         return max(tokens, MIN_SYNTHETIC_TOKENS) * 4  # about 4 characters per token
 
     def _lm_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:
         c = self.config
         ids = torch.tensor(self.tokenizer(record["text"], add_special_tokens=False)["input_ids"])
-        if len(ids) < max(c.min_doc_tokens, c.min_segment_len + c.window):
+        if len(ids) < max(c.min_doc_tokens, c.min_train_segment_len + c.loss_window):
             return
-        position = rng.randrange(0, max(1, c.max_segment_len))
+        position = rng.randrange(0, max(1, c.max_train_segment_len))
         while True:
             num_segments = rng.randint(c.min_segments, self._max_segments(step()))
-            lengths = [rng.randint(c.min_segment_len, c.max_segment_len) for _ in range(num_segments)]
-            end = position + sum(lengths) + c.window
+            lengths = [rng.randint(c.min_train_segment_len, c.max_train_segment_len) for _ in range(num_segments)]
+            end = position + sum(lengths) + c.loss_window
             if end > len(ids):
                 return
-            prefix, window = ids[position : position + sum(lengths)], ids[end - c.window : end]
+            prefix, window = ids[position : position + sum(lengths)], ids[end - c.loss_window : end]
             if rng.random() < c.reconstruct:
-                start = rng.randrange(max(1, len(prefix) - c.window + 1))
-                window = prefix[start : start + c.window]
+                start = rng.randrange(max(1, len(prefix) - c.loss_window + 1))
+                window = prefix[start : start + c.loss_window]
             yield TrainExample(split_segments(prefix, lengths), window, window.clone())
             position = end
 
@@ -192,8 +192,8 @@ class ExampleStream:
         labels = torch.tensor([IGNORE] * len(prompt) + answer + eos)
         query = torch.tensor(self.tokenizer(record["question"], add_special_tokens=False)["input_ids"])
         # Held-out texts are cut the way the product cuts them: full segments, then the rest.
-        shortest = c.max_segment_len if self.split == "eval" else c.min_segment_len
-        lengths = random_lengths(rng, len(context_ids), shortest, c.max_segment_len)
+        shortest = c.max_train_segment_len if self.split == "eval" else c.min_train_segment_len
+        lengths = random_lengths(rng, len(context_ids), shortest, c.max_train_segment_len)
         yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
 
 

@@ -207,9 +207,9 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.model = model or build_model(config)
         position_table = getattr(self.model.adapter.compressor, "segment_positions", None)
-        if position_table is not None and config.max_segment_len > self.model.config.max_segment_len:
+        if position_table is not None and config.max_train_segment_len > self.model.config.max_segment_len:
             raise LCIRCError(
-                f"training segments of up to {config.max_segment_len} tokens need an adapter whose position table covers them "
+                f"training segments of up to {config.max_train_segment_len} tokens need an adapter whose position table covers them "
                 f"(adapter max_segment_len={self.model.config.max_segment_len})"
             )
         self.model.train()

@@ -11,7 +11,6 @@ from support import SAMPLE_BOOK
 from lcirc_plugins.app import handlers
 from lcirc_plugins.app.handlers import NO_BOOK_MESSAGE, PLAIN_MODE, QD_MODE, AppContext
 from lcirc_plugins.app.library import Library, chapter_at, sanitize_filename, text_sections
-from lcirc_plugins.model.memory import MemoryRows
 
 BAD_MESSAGES = {
     "empty": "empty",
@@ -103,6 +102,12 @@ def test_question_before_any_book_and_empty_question(make_lcirc, tmp_path: Path)
     assert history == [] and "question" in markdown.lower()
 
 
+def bm25_sources(ctx: AppContext, keys: list[str], question: str):
+    """The app's sources for an answer with closed gates (an untrained adapter): BM25 for the question."""
+    prepared = ctx.model.prepare_answer(question, [ctx.library.memory(key) for key in keys], max_new_tokens=8)
+    return handlers.answer_sources(ctx, keys, prepared, "")
+
+
 def test_answer_streams_with_provenance_in_both_modes(make_lcirc, tmp_path: Path, small_book: Path) -> None:
     ctx = AppContext.create(make_lcirc("llama", query_dependent=True, gate_init=0.5), tmp_path / "data")
     session = handlers.add_books(ctx, None, [str(small_book)]).session
@@ -115,12 +120,14 @@ def test_answer_streams_with_provenance_in_both_modes(make_lcirc, tmp_path: Path
         assert history[-1]["content"].strip() and updates >= 3  # the answer arrived in pieces
         assert "Passage 1" in markdown and "characters" in markdown and "% into the book" in markdown
         assert figure is not None and figure.axes[0].get_lines()
-    found, _, _ = handlers.provenance(ctx, [key], "Who ate Zanzibar marmalade?")
-    assert found[0]["chapter"].endswith("CHAPTER II") and found[0]["score"] > 0
     history, _, _, _ = answer_of(ctx, session, "Who?", [key], max_new_tokens=512)  # more than the 256-token window
     assert "window" in history[-1]["content"] and history[-1]["content"].startswith("⚠️")
-    assert handlers.provenance(ctx, [key], "xylophone quasar?")[0] == []
-    assert "No passage" in handlers.provenance(ctx, [key], "xylophone quasar?")[1]
+    closed = AppContext.create(make_lcirc("llama"), tmp_path / "closed")
+    key = handlers.add_books(closed, None, [str(small_book)]).session["books"][0]
+    found, _, _ = bm25_sources(closed, [key], "Who ate Zanzibar marmalade?")
+    assert found[0]["chapter"].endswith("CHAPTER II") and found[0]["score"] > 0
+    assert bm25_sources(closed, [key], "xylophone quasar?")[0] == []
+    assert "No passage" in bm25_sources(closed, [key], "xylophone quasar?")[1]
     text = small_book.read_text(encoding="utf-8")
     assert "Zanzibar" in text[found[0]["start"] : found[0]["end"]]
 
@@ -199,9 +206,9 @@ def test_pdf_and_epub_uploads_keep_their_chapters(make_lcirc, tmp_path: Path) ->
     result = handlers.add_books(ctx, None, [str(pdf), str(epub)])
     assert [m.level for m in result.messages] == ["info", "info"], result.status
     assert result.added[1].title == "A Test Book"
-    found, markdown, _ = handlers.provenance(ctx, [result.added[1].key], "Who ate Zanzibar marmalade?")
+    found, markdown, _ = bm25_sources(ctx, [result.added[1].key], "Who ate Zanzibar marmalade?")
     assert found[0]["chapter"] and found[0]["chapter"].endswith("Black Dog") and "Black Dog" in markdown
-    found, _, _ = handlers.provenance(ctx, [result.added[0].key], "What did the parrot say?")
+    found, _, _ = bm25_sources(ctx, [result.added[0].key], "What did the parrot say?")
     assert "parrot" in found[0]["text"]
 
 
@@ -219,9 +226,7 @@ def test_provenance_comes_from_attention_when_the_gates_are_open(make_lcirc, tmp
     open_ctx = AppContext.create(make_lcirc("llama", gate_init=0.5), tmp_path / "data-open")
     open_key = handlers.add_books(open_ctx, None, [str(small_book)]).session["books"][0]
     open_memory = open_ctx.library.memory(open_key)
-    found, _, _ = handlers.answer_provenance(
-        open_ctx, [(open_key, open_memory, MemoryRows.of(open_memory))], "Who?", open_ctx.model.prompt_ids("Who?", 8), "Jim"
-    )
+    found, _, _ = handlers.answer_sources(open_ctx, [open_key], open_ctx.model.prepare_answer("Who?", open_memory), "Jim")
     assert 1 <= len(found) <= open_ctx.top_k and sum(r["score"] for r in found) <= 1 + 1e-6
     assert all(text[r["start"] : r["end"]] == r["text"] for r in found), "quotes sit at their character spans"
 

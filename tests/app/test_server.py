@@ -13,6 +13,7 @@ import pytest
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file
+from support import SHARED_DATA
 
 from lcirc_plugins.app.handlers import NO_BOOK_MESSAGE, QD_MODE, AppContext
 from lcirc_plugins.app.ui import launch
@@ -143,7 +144,7 @@ def test_malformed_api_calls_get_a_clear_error_and_the_server_goes_on(server, sm
     assert text_of(history[-1]).strip() and "Passage 1" in markdown
 
 
-SHARED_BOOK = Path(__file__).resolve().parents[3] / "shared" / "data" / "books" / "stevenson-treasure-island.txt"
+SHARED_BOOK = SHARED_DATA / "books" / "stevenson-treasure-island.txt"
 
 
 @pytest.mark.slow
@@ -167,6 +168,7 @@ def test_full_shared_book_through_the_client(app_model, tmp_path: Path) -> None:
         assert any(d and "segment" in d and "tokens/s" in d and "s left" in d for d in descriptions), descriptions
         assert "compressed in" in status and len(picked) == 1, status
         history, markdown, _plot, _ = ask(client, "Who is Long John Silver?", picked)[-1]
-        assert text_of(history[-1]).strip() and "Passage 1" in markdown and "Silver" in markdown
+        # The tiny model's weights are random: its passages are real quotes of the book, not the right ones.
+        assert text_of(history[-1]).strip() and "Passage 1" in markdown and "% into the book" in markdown
     finally:
         demo.close()

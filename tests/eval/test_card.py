@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from support import SAMPLE_BOOK, default_adapter_loading, one_torch_thread
 
@@ -78,5 +80,8 @@ def test_the_card_script_runs_on_the_default_adapter_fallback(tmp_path):
 
     args = ["--adapter", "default", "--books", str(SAMPLE_BOOK), "--lengths", "200", "--needle-length", "200"]
     with one_torch_thread(), default_adapter_loading():
-        assert main([*args, "--samples", "1", "--out", str(tmp_path / "card")]) == 0
-    assert any((tmp_path / "card").iterdir()), "the card's measurements are written"
+        assert main([*args, "--samples", "1", "--out", str(tmp_path / "card"), "--systems", "truncated", "lcirc-memory"]) == 0
+        with pytest.raises(SystemExit, match="unknown systems \\['rag'\\]"):
+            main([*args, "--samples", "1", "--out", str(tmp_path / "other"), "--systems", "rag"])
+    table = json.loads((tmp_path / "card" / "card.json").read_text())["table"]
+    assert {row["system"] for row in table} == {"truncated", "lcirc-memory"}, "only the chosen systems are measured"

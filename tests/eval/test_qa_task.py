@@ -11,7 +11,7 @@ from support import one_torch_thread
 
 from lcirc_plugins.errors import CorruptFileError
 from lcirc_plugins.eval.__main__ import main, parse_args
-from lcirc_plugins.eval.benchmarks import load_benchmark, score
+from lcirc_plugins.eval.datasets import load_benchmark, score
 from lcirc_plugins.eval.report import qa_summary, write_report
 from lcirc_plugins.eval.systems import BM25RAG, FullContext, LCIRCSystem, TruncatedBackbone
 from lcirc_plugins.eval.tasks import qa_benchmark

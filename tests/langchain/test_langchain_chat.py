@@ -72,7 +72,7 @@ def test_a_conversation_longer_than_the_window_is_compressed_not_truncated(lc_mo
     assert reply.usage_metadata["input_token_details"]["compressed"] == len(prompt) - window > 1000
     assert reply.response_metadata["compressed_tokens"] == len(prompt) - window
     prepared = lc_model.prepare_prompt([{"role": "user", "content": content}], max_new_tokens=8)
-    assert prepared.input_ids[0].tolist() == prompt[-window:] and prepared.memory is not None
+    assert prepared.input_ids[0].tolist() == prompt[-window:] and prepared.rows is not None
     assert reply.content == lc_model.generate_text(prepared, max_new_tokens=8)[0]
     truncated = PreparedPrompt(prepared.input_ids, None, 0)
     assert reply.content != lc_model.generate_text(truncated, max_new_tokens=8)[0], "truncating would have answered differently"

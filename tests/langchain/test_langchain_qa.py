@@ -43,7 +43,7 @@ class _ChatRuns(BaseCallbackHandler):
 
 def test_answer_reads_the_documents_and_cites_the_best_passages(qa, chat, docs, book_memory):
     out = qa.invoke({"question": QUESTION, "documents": docs})
-    assert set(out) == {"answer", "sources"} and out["answer"]
+    assert set(out) == {"answer", "sources", "provenance"} and out["answer"]
     expected = chat.invoke([("system", DEFAULT_SYSTEM_PROMPT), ("human", QUESTION)], memory=book_memory).content
     assert out["answer"] == expected, "the answer is the chat model's, reading the documents' memory"
     assert out["answer"] != chat.invoke([("system", DEFAULT_SYSTEM_PROMPT), ("human", QUESTION)]).content
@@ -51,6 +51,10 @@ def test_answer_reads_the_documents_and_cites_the_best_passages(qa, chat, docs, 
     for source in out["sources"]:
         assert docs[0].page_content[source.metadata["start"] : source.metadata["end"]] == source.page_content
         assert source.metadata["memory_id"] == "book" and source.metadata["source"] == "sample-book.txt"
+    assert 1 <= len(out["provenance"]) <= 2, "the passages the answer read most, by the open gates' attention"
+    for passage in out["provenance"]:
+        assert passage.metadata["method"] == "attention" and passage.metadata["memory_id"] == "book"
+        assert docs[0].page_content[passage.metadata["start"] : passage.metadata["end"]] == passage.page_content
 
 
 def test_documents_are_compressed_once_and_reused(qa, docs):
@@ -99,10 +103,11 @@ def test_batch_equals_one_at_a_time(qa, docs):
     assert qa.batch(inputs) == [qa.invoke(i) for i in inputs]
 
 
-def test_stream_gives_sources_first_then_the_answer_in_pieces(qa, docs):
+def test_stream_gives_sources_first_then_the_answer_in_pieces_then_its_provenance(qa, docs):
     value = {"question": QUESTION, "documents": docs}
     chunks = list(qa.stream(value))
-    assert list(chunks[0]) == ["sources"] and all(list(c) == ["answer"] for c in chunks[1:]) and len(chunks) > 2
+    assert list(chunks[0]) == ["sources"] and all(list(c) == ["answer"] for c in chunks[1:-1]) and len(chunks) > 3
+    assert list(chunks[-1]) == ["provenance"]
     merged = chunks[0]
     for c in chunks[1:]:
         merged = merged + c

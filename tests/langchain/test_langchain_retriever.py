@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from lcirc_plugins.errors import CorruptFileError, EmptyInputError, MemoryMismatchError
 from lcirc_plugins.langchain import PROVENANCE_KEYS, LCIRCMemoryRetriever
-from lcirc_plugins.passages import rank_passages
+from lcirc_plugins.model.passages import rank_passages
 
 FACT = " The password of the Admiral Benbow cellar is PARROT-8812. "
 

@@ -4,18 +4,18 @@ examples run verbatim on the real SmolLM2 backbone (offline)."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from langchain_core.documents import Document
 from langchain_core.runnables import RunnablePassthrough
+from support import SHARED_DATA
 
 from lcirc_plugins import LCIRCModel
 from lcirc_plugins.errors import AdapterNotFoundError
 from lcirc_plugins.langchain import LCIRC, ChatLCIRC, LCIRCMemoryQA, LCIRCMemoryRetriever
 from lcirc_plugins.model.prompting import DEFAULT_SYSTEM_PROMPT
 
-BOOK = Path(__file__).resolve().parents[3] / "shared" / "data" / "books" / "stevenson-treasure-island.txt"
+BOOK = SHARED_DATA / "books" / "stevenson-treasure-island.txt"
 QUESTION = "What is the name of the inn kept by Jim Hawkins's mother and father?"
 
 

@@ -18,7 +18,7 @@ from llama_index_fixtures import *  # pytest fixtures: make_llm, llm_events, cle
 
 from lcirc_plugins.errors import ConfigError, CorruptFileError, EmptyInputError, MemoryMismatchError
 from lcirc_plugins.llama_index import MEMORY_FOLDER, PROVENANCE_KEYS, CompressedMemoryIndex
-from lcirc_plugins.passages import rank_passages
+from lcirc_plugins.model.passages import rank_passages
 
 FACT = " The secret password of the Admiral Benbow inn is PARROT-8812. "
 QUESTION = "What is the secret password of the Admiral Benbow inn?"
@@ -78,7 +78,7 @@ def test_retriever_returns_separate_passages_with_text_span_score_and_memory(mak
         assert meta["memory_id"] == f"{source.doc_id}#memory" and meta["memory_file"].startswith(f"{MEMORY_FOLDER}/")
         assert hit.node.node_id == f"{meta['memory_id']}/segment-{meta['segment']}"
         assert not set(PROVENANCE_KEYS) & set(hit.node.get_metadata_str(mode="llm").split(": ")), "provenance is not LLM content"
-    # Over one document, the ranking is exactly lcirc_plugins.passages.rank_passages.
+    # Over one document, the ranking is exactly lcirc_plugins.model.passages.rank_passages.
     single = CompressedMemoryIndex.from_documents(documents[1:], llm=index.llm)
     expected = rank_passages(single.memory("part-2#memory"), index.llm.model.tokenizer, QUESTION, top_k=3)
     got = single.as_retriever(similarity_top_k=3).retrieve(QUESTION)
@@ -178,7 +178,7 @@ def test_qd_model_recompresses_the_memory_for_the_question(make_llm, documents):
     index = CompressedMemoryIndex.from_documents(documents[1:], llm=llm)
     memory = index.memory("part-2#memory")
     prepared = llm.prepare_answer(QUESTION, memory)
-    assert prepared.memory.features.shape == memory.features.shape and not torch.allclose(prepared.memory.features, memory.features)
+    assert prepared.rows.features.shape == memory.features.shape and not torch.allclose(prepared.rows.features, memory.features)
     assert index.as_query_engine().query(QUESTION).response == llm.answer(QUESTION, memory)
 
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 from llama_index.core import Document
+from support import SHARED_DATA
 
 from lcirc_plugins import LCIRCModel
 from lcirc_plugins.errors import AdapterNotFoundError
 from lcirc_plugins.llama_index import LCIRCLLM, CompressedMemoryIndex
 
-BOOK = Path(__file__).resolve().parents[3] / "shared" / "data" / "books" / "dickens-a-tale-of-two-cities.txt"
+BOOK = SHARED_DATA / "books" / "dickens-a-tale-of-two-cities.txt"
 BOOK_TOKENS = 32_768
 
 FIRST = ["Orla", "Tibor", "Maelis", "Corwin", "Ysolde", "Bastian", "Ilka", "Perrin", "Saoirse", "Lazlo", "Wenna", "Dorian"]

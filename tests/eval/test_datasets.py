@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from lcirc_plugins.errors import CorruptFileError, EmptyInputError, UnsupportedFormatError
-from lcirc_plugins.eval.benchmarks import (
+from lcirc_plugins.eval.datasets import (
     QARecord,
     load_benchmark,
     load_infinitebench,
