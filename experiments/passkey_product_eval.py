@@ -2,7 +2,7 @@
 
     .venv/bin/python experiments/passkey_product_eval.py runs/default-3-long/adapter --tokens 8192 --samples 20
 
-The same examples as `tests/test_default_adapter.py` (seeds derive_seed(2026, i), Treasure Island). Prints one
+The same examples as `tests/model/test_default_adapter.py` (seeds derive_seed(2026, i), Treasure Island). Prints one
 line per example and a JSON summary (keys found, seconds per example).
 """
 

@@ -12,8 +12,10 @@ from transformers import Gemma3TextConfig, GPT2Config, LlamaConfig, MistralConfi
 
 from lcirc_plugins.data.shared import shared_data_dir
 
-DATA = Path(__file__).parent / "data"
-SAMPLE_BOOK = DATA / "sample-book.txt"
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+FIXTURES = TESTS / "fixtures"  # files the tests read: a public-domain book excerpt, benchmark samples, helper scripts
+SAMPLE_BOOK = FIXTURES / "sample-book.txt"
 # The project's shared books, corpus and haystack (outside the repository): one setting for every test.
 SHARED_DATA = shared_data_dir()
 COMMON = {

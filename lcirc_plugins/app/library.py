@@ -42,16 +42,6 @@ def sanitize_filename(name: str, max_len: int = 80) -> str:
     return name[:max_len]
 
 
-def chapter_at(sections: list[tuple[str, int]] | list[list[Any]], offset: int) -> str | None:
-    """The title of the chapter containing character ``offset`` (None before the first one)."""
-    current = None
-    for title, start in sections:
-        if int(start) > offset:
-            break
-        current = str(title)
-    return current
-
-
 @dataclass
 class BookEntry:
     """One compressed book in the library index."""

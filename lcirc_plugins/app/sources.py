@@ -11,10 +11,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from ..data.documents import chapter_at
 from ..model.lcirc_model import PreparedPrompt
 from ..model.memory import CompressedMemory
 from .context import AppContext
-from .library import BookEntry, chapter_at
+from .library import BookEntry
 
 PROVENANCE_NOTE = (
     "Passages are ranked by the attention the answer paid to the compressed book: the decoder's gated "

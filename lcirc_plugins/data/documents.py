@@ -10,9 +10,11 @@ from __future__ import annotations
 import os
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 from lcirc_plugins.errors import (
     BinaryInputError,
@@ -104,6 +106,15 @@ def text_sections(text: str) -> list[tuple[str, int]]:
     keys = [" ".join(re.split(r"[\s\-.:]+", title.upper())[:2]) for title, _ in found]
     return [item for i, item in enumerate(found) if keys[i] not in keys[i + 1 :]]
 
+
+def chapter_at(sections: Sequence[Sequence[Any]], offset: int) -> str | None:
+    """The title of the chapter containing character ``offset`` (None before the first one)."""
+    current = None
+    for title, start in sections:
+        if int(start) > offset:
+            break
+        current = str(title)
+    return current
 
 def check_unicode(text: str, *, source: str = "text") -> str:
     """Refuse unpaired surrogates (``"\\ud800"``, left by ``errors="surrogateescape"``): no tokenizer can encode them."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data.synthetic import load_haystack
+from ..data.synthetic import NEEDLE_TASKS, load_haystack
 from ..model.backbone import DEFAULT_BACKBONE
 from ..model.config import LCIRCConfig
 from ..model.lcirc_model import LCIRCModel
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=None,
         help="skip extended-fa beyond this many tokens (full attention over 128K tokens takes hours on a CPU)",
     )
-    parser.add_argument("--task", default="passkey", choices=["passkey", "niah_single"])
+    parser.add_argument("--task", default="passkey", choices=list(NEEDLE_TASKS))
     parser.add_argument("--target-len", type=int, default=128)
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--out", default="eval-out")

@@ -2,7 +2,7 @@
 
 import warnings
 
-from .datasets import *  # noqa: F403
+from .datasets import *
 from .datasets import FORMATS, QARecord, load_benchmark, score  # noqa: F401
 
 warnings.warn("lcirc_plugins.eval.benchmarks is now lcirc_plugins.eval.datasets", DeprecationWarning, stacklevel=2)

@@ -18,7 +18,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..data.synthetic import niah_single, passkey
+from ..data.synthetic import NEEDLE_TASKS
 from .datasets import QARecord, score
 from .metrics import substring_match
 from .systems import ContextTooLongError, System, perplexity
@@ -127,22 +127,20 @@ def needle_grid(
 ) -> list[dict[str, Any]]:
     """Accuracy by context length x needle depth (one example per cell, seeded by the cell index).
 
-    ``task`` is ``"passkey"`` (filler text, or ``haystack`` when given) or ``"niah_single"`` (needs
-    ``haystack``). Scoring is :func:`substring_match` with the example's ``metadata["match"]``.
+    ``task`` is one of ``NEEDLE_TASKS``: ``"passkey"`` (filler text, or ``haystack`` when given) or
+    ``"niah_single"`` (needs ``haystack``). Scoring is :func:`substring_match` with the example's ``metadata["match"]``.
     """
+    if task not in NEEDLE_TASKS:
+        raise ValueError(f"unknown needle task {task!r}; use one of {', '.join(map(repr, NEEDLE_TASKS))}")
+    if haystack is None and task != "passkey":
+        raise ValueError(f"{task} needs a haystack text")
+    generate, text = NEEDLE_TASKS[task], ({} if haystack is None else {"haystack": haystack})
     tok = _tokenizer(systems, tokenizer)
     rows = []
     cells = [(i, length, depth) for i, (length, depth) in enumerate((l, d) for l in lengths for d in depths)]
     for index, length, depth in _bar(cells, len(cells), task, progress):
         cell_seed = seed * 1_000_003 + index
-        if task == "passkey":
-            example = passkey(cell_seed, num_tokens=length, tokenizer=tok, depth=depth, haystack=haystack)
-        elif task == "niah_single":
-            if haystack is None:
-                raise ValueError("niah_single needs a haystack text")
-            example = niah_single(cell_seed, haystack, num_tokens=length, tokenizer=tok, depth=depth)
-        else:
-            raise ValueError(f"unknown needle task {task!r}; use 'passkey' or 'niah_single'")
+        example = generate(cell_seed, num_tokens=length, tokenizer=tok, depth=depth, **text)
         for system in systems:
             row: dict[str, Any] = {
                 "task": task,

@@ -33,7 +33,7 @@ from ..model.prompting import DEFAULT_SYSTEM_PROMPT
 from ..model.provenance import Provenance
 from ..model.streaming import GenerationStream, iterate_in_thread
 
-# The longest input this project has measured end to end: tests/test_memory_scaling.py and
+# The longest input this project has measured end to end: tests/model/test_memory_scaling.py and
 # benchmarks/compression.py compress 1,000,000 tokens with a flat memory footprint.
 EFFECTIVE_CONTEXT_WINDOW = 1_000_000
 DEFAULT_MAX_NEW_TOKENS = 256

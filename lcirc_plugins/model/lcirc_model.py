@@ -368,8 +368,7 @@ class LCIRCModel(nn.Module):
         For text that is compressed for one prompt and not kept (an overlong prompt's head, evaluation).
         """
         compressor = self.adapter.compressor
-        query = None if query_ids is None or not len(query_ids) else query_ids[None]
-        kv = compressor.project_query(self.embed_tokens(query)) if query is not None else None
+        kv = self.question_kv(query_ids)
         if not self.adapter.reads_layers:
             return MemoryRows(compressor.compress(self.embed_tokens, [ids], self.config.segment_len, query_kv=kv)[0], None, len(ids))
         segments = [piece[None] for piece in torch.split(ids, self.config.segment_len)]
@@ -384,18 +383,27 @@ class LCIRCModel(nn.Module):
         ids = self.tokenizer(question, add_special_tokens=False)["input_ids"][: self.config.max_query_tokens]
         return torch.tensor(ids, dtype=torch.long)
 
+    def question_kv(self, question: str | torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """QD's one view of the question: its keys and values for the compressor's query mixer, from its text
+        or token ids ([T] or [B, T]); None without a question or without QD."""
+        if question is None or self.adapter.compressor.query_mixer is None:
+            return None
+        ids = self.query_ids(question) if isinstance(question, str) else question
+        if not ids.numel():
+            return None
+        return self.adapter.compressor.project_query(self.embed_tokens(ids if ids.dim() == 2 else ids[None]))
+
     def memory_for_query(self, memory: CompressedMemory, question: str | None, *, progress: Progress = False) -> torch.Tensor:
         """The features the decoder should read for ``question``: QD recompression when configured."""
         memory.check_compatible(self.adapter_fingerprint, self.signature)
         if not (self.config.query_dependent and question) or self.adapter.reads_layers:
             # The layer reader's question enters at reading time: the copied heads attend from the prompt.
             return memory.features
-        query = self.query_ids(question)
-        if len(query) == 0:
-            return memory.features
         compressor = self.adapter.compressor
         with torch.no_grad(), _progress_bar(progress, memory.num_tokens, "Reading for the question") as advance:
-            kv = compressor.project_query(self.embed_tokens(query[None]))
+            kv = self.question_kv(question)
+            if kv is None:
+                return memory.features
             return compressor.compress(
                 self.embed_tokens, [memory.token_ids.long()], memory.segment_len, query_kv=kv, on_segment=advance
             )[0]
@@ -426,8 +434,7 @@ class LCIRCModel(nn.Module):
             return None
         latents = memory.slot_latents()
         latents = memory.features[:, 0] if latents is None else latents
-        query = self.query_ids(question) if question else torch.zeros(0, dtype=torch.long)
-        kv = self.adapter.compressor.project_query(self.embed_tokens(query[None])) if len(query) else None
+        kv = self.question_kv(question or None)
         return self.adapter.compressor.slot_bias(latents[None].to(self.device, self.adapter_dtype), kv)[0].float().cpu()
 
     def memory_states(self, memory: MemoryLike) -> MemoryBatch:

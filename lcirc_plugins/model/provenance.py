@@ -77,11 +77,7 @@ def token_attention(
     state = (
         compressor.initial_state(1) if segment == 0 else features[(segment - 1) * k : segment * k][None].to(model.device, dtype)
     )
-    query_kv = None
-    if question and model.config.query_dependent:
-        query = model.query_ids(question)
-        if len(query):
-            query_kv = compressor.project_query(model.embed_tokens(query[None]))
+    query_kv = model.question_kv(question or None)
     layers: list[torch.Tensor] = []
     compressor.step(state, compressor.segment_features(model.embed_tokens(ids)), None, query_kv, weights=layers)
     per_latent = torch.stack(layers).mean(dim=0)[0].float().cpu()  # [K, L]

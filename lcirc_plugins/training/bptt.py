@@ -46,9 +46,7 @@ def compress_for_training(
     recomputed in the backward pass instead of keeping its activations.
     """
     compressor = model.adapter.compressor
-    query_kv = None
-    if query_ids is not None and compressor.query_mixer is not None and query_ids.numel():
-        query_kv = compressor.project_query(model.embed_tokens(query_ids))
+    query_kv = model.question_kv(query_ids)
     if model.adapter.reads_layers:  # per-layer slots; the frozen forward over each segment needs no graph
         slots, centres, latents, scores = model.compress_layer_segments(segments, grad_steps=grad_steps)
         span = sum(ids.shape[1] for ids in segments)

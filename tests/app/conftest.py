@@ -47,7 +47,7 @@ def untrained_model(smollm2_tokenizer: PreTrainedTokenizerBase) -> Iterator[LCIR
 
 @pytest.fixture(scope="session")
 def small_book(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The start of tests/data/sample-book.txt (Treasure Island) with a chapter heading, as an upload."""
+    """The start of tests/fixtures/sample-book.txt (Treasure Island) with a chapter heading, as an upload."""
     text = SAMPLE_BOOK.read_text(encoding="utf-8-sig")[:BOOK_CHARS]
     path = tmp_path_factory.mktemp("books") / "treasure island.txt"
     path.write_text(text + "\n\nCHAPTER II\n\nThe captain ate Zanzibar marmalade by the fire.\n", encoding="utf-8")

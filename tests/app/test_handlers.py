@@ -10,7 +10,8 @@ from support import SAMPLE_BOOK
 
 from lcirc_plugins.app import handlers
 from lcirc_plugins.app.handlers import NO_BOOK_MESSAGE, PLAIN_MODE, QD_MODE, AppContext
-from lcirc_plugins.app.library import Library, chapter_at, sanitize_filename, text_sections
+from lcirc_plugins.app.library import Library, sanitize_filename, text_sections
+from lcirc_plugins.data.documents import chapter_at
 
 BAD_MESSAGES = {
     "empty": "empty",

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from support import FIXTURES
 
 from lcirc_plugins.errors import CorruptFileError, EmptyInputError, UnsupportedFormatError
 from lcirc_plugins.eval.datasets import (
@@ -19,7 +20,7 @@ from lcirc_plugins.eval.datasets import (
     score,
 )
 
-FIXTURES = Path(__file__).parent / "fixtures"
+BENCHMARK_FILES = FIXTURES / "benchmarks"
 
 
 def _write(path: Path, lines: list[object]) -> Path:
@@ -28,7 +29,7 @@ def _write(path: Path, lines: list[object]) -> Path:
 
 
 def _longbench_line(**overrides: object) -> dict[str, object]:
-    line = json.loads((FIXTURES / "longbench.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    line = json.loads((BENCHMARK_FILES / "longbench.jsonl").read_text(encoding="utf-8").splitlines()[0])
     return {**line, **overrides}
 
 
@@ -40,7 +41,7 @@ def _record(metric: str, answers: tuple[str, ...], benchmark: str = "leval", dat
 
 
 def test_longbench_fixture_loads_with_each_datasets_metric():
-    records = load_longbench(FIXTURES / "longbench.jsonl")
+    records = load_longbench(BENCHMARK_FILES / "longbench.jsonl")
     assert [(r.dataset, r.metric, r.max_new_tokens) for r in records] == [
         ("hotpotqa", "qa_f1", 32),
         ("gov_report", "rouge_l", 512),
@@ -57,7 +58,7 @@ def test_longbench_fixture_loads_with_each_datasets_metric():
 
 
 def test_longbench_scores_by_hand():
-    hotpot, report, trec = load_longbench(FIXTURES / "longbench.jsonl")
+    hotpot, report, trec = load_longbench(BENCHMARK_FILES / "longbench.jsonl")
     # F1: [it, was, holmvik] vs [holmvik] -> P = 1/3, R = 1, F = 0.5
     assert score(hotpot, "It was Holmvik.") == pytest.approx(0.5)
     assert score(report, report.answers[0]) == pytest.approx(1.0)
@@ -77,7 +78,7 @@ def test_longbench_e_names_and_dataset_override(tmp_path):
 
 
 def test_infinitebench_task_comes_from_the_file_name():
-    passkeys = load_infinitebench(FIXTURES / "infinitebench" / "passkey.jsonl")
+    passkeys = load_infinitebench(BENCHMARK_FILES / "infinitebench" / "passkey.jsonl")
     assert [(r.dataset, r.metric, r.id, r.answers) for r in passkeys] == [
         ("passkey", "first_int", "0", ("48213",)),  # "answer" as a string
         ("passkey", "first_int", "1", ("90577",)),  # and as a list
@@ -89,7 +90,7 @@ def test_infinitebench_task_comes_from_the_file_name():
 
 
 def test_infinitebench_choices_and_their_score():
-    red, doctor = load_infinitebench(FIXTURES / "infinitebench" / "longbook_choice_eng.jsonl")
+    red, doctor = load_infinitebench(BENCHMARK_FILES / "infinitebench" / "longbook_choice_eng.jsonl")
     assert red.metric == "choice" and red.choices == ("Blue", "Red", "Green", "White") and red.answers == ("Red",)
     assert doctor.answers == ("The doctor from Wendel",)  # "answer" given as a plain string
     assert "B. Red" in red.question and red.question.endswith("Answer with the letter of the correct option.")
@@ -111,7 +112,7 @@ def test_infinitebench_numeric_labels():
 
 
 def test_leval_one_document_several_questions():
-    records = load_leval(FIXTURES / "leval" / "quality.jsonl")
+    records = load_leval(BENCHMARK_FILES / "leval" / "quality.jsonl")
     assert [r.id for r in records] == ["1.0", "1.1", "1.2"]
     assert {r.metric for r in records} == {"exam_choice"} and {r.dataset for r in records} == {"quality"}
     # "input" is the long document, shared by the questions; "instructions" are the questions
@@ -124,7 +125,7 @@ def test_leval_one_document_several_questions():
 
 def test_leval_f1_lines_and_judged_lines_are_skipped_with_a_warning():
     with pytest.warns(UserWarning, match="skipped 1 line"):
-        records = load_leval(FIXTURES / "leval" / "financial_qa.jsonl")
+        records = load_leval(BENCHMARK_FILES / "leval" / "financial_qa.jsonl")
     assert len(records) == 2 and {r.metric for r in records} == {"qa_f1"}
     # [by, four, cents] vs [by, four, cents, share, to, 52, cents]: common 3, P = 1, R = 3/7, F = 0.6
     assert score(records[0], "By four cents.") == pytest.approx(0.6)
@@ -160,8 +161,8 @@ def test_leval_rouge_lines_use_the_geometric_mean(tmp_path):
     ],
 )
 def test_auto_format_matches_the_named_loader(name, fmt):
-    assert load_benchmark(FIXTURES / name) == load_benchmark(FIXTURES / name, fmt)
-    assert {r.benchmark for r in load_benchmark(FIXTURES / name)} == {fmt}
+    assert load_benchmark(BENCHMARK_FILES / name) == load_benchmark(BENCHMARK_FILES / name, fmt)
+    assert {r.benchmark for r in load_benchmark(BENCHMARK_FILES / name)} == {fmt}
 
 
 # ---------------------------------------------------------------------------------------------- bad files
@@ -202,13 +203,13 @@ def test_missing_and_mistyped_fields(tmp_path):
 
 
 def test_a_file_of_another_benchmark_is_named(tmp_path):
-    shutil.copy(FIXTURES / "longbench.jsonl", tmp_path / "quality.jsonl")
+    shutil.copy(BENCHMARK_FILES / "longbench.jsonl", tmp_path / "quality.jsonl")
     with pytest.raises(CorruptFileError, match="missing field 'evaluation' .* looks like a longbench file"):
         load_leval(tmp_path / "quality.jsonl")
 
 
 def test_unknown_tasks_and_datasets(tmp_path):
-    shutil.copy(FIXTURES / "infinitebench" / "passkey.jsonl", tmp_path / "mytask.jsonl")
+    shutil.copy(BENCHMARK_FILES / "infinitebench" / "passkey.jsonl", tmp_path / "mytask.jsonl")
     with pytest.raises(UnsupportedFormatError, match="unknown InfiniteBench task 'mytask'"):
         load_infinitebench(tmp_path / "mytask.jsonl")
     assert len(load_infinitebench(tmp_path / "mytask.jsonl", dataset="passkey")) == 2
@@ -217,7 +218,7 @@ def test_unknown_tasks_and_datasets(tmp_path):
     with pytest.raises(UnsupportedFormatError, match="cannot tell the benchmark"):
         load_benchmark(_write(tmp_path / "x.jsonl", [{"text": "hello"}]))
     with pytest.raises(UnsupportedFormatError, match="unknown benchmark format"):
-        load_benchmark(FIXTURES / "longbench.jsonl", "ruler")
+        load_benchmark(BENCHMARK_FILES / "longbench.jsonl", "ruler")
 
 
 def test_inconsistent_choice_and_leval_lines(tmp_path):

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import json
 from itertools import product
-from pathlib import Path
 
 import pytest
-from support import one_torch_thread
+from support import FIXTURES, one_torch_thread
 
 from lcirc_plugins.errors import CorruptFileError
 from lcirc_plugins.eval.__main__ import main, parse_args
 from lcirc_plugins.eval.datasets import load_benchmark, score
+
+BENCHMARK_FILES = FIXTURES / "benchmarks"
 from lcirc_plugins.eval.report import qa_summary, write_report
 from lcirc_plugins.eval.systems import BM25RAG, FullContext, LCIRCSystem, TruncatedBackbone
 from lcirc_plugins.eval.tasks import qa_benchmark
 
-FIXTURES = Path(__file__).parent / "fixtures"
 CASES = {
     "longbench": "longbench.jsonl",
     "infinitebench": "infinitebench/longbook_choice_eng.jsonl",
@@ -28,7 +28,7 @@ CASES = {
 def test_qa_benchmark_end_to_end(make_lcirc, fmt, name):
     model = make_lcirc("llama", gate_init=0.5)
     systems = [TruncatedBackbone(model), LCIRCSystem(model), BM25RAG(model, chunk_tokens=64)]
-    records = load_benchmark(FIXTURES / name, fmt)
+    records = load_benchmark(BENCHMARK_FILES / name, fmt)
     with one_torch_thread():
         rows = qa_benchmark(systems, records, max_new_tokens=4)
     assert len(rows) == len(records) * len(systems)
@@ -62,7 +62,7 @@ class FixedAnswer:
 
 
 def test_the_task_scores_what_the_system_answers(smollm2_tokenizer):
-    records = load_benchmark(FIXTURES / "infinitebench" / "longbook_choice_eng.jsonl")
+    records = load_benchmark(BENCHMARK_FILES / "infinitebench" / "longbook_choice_eng.jsonl")
     rows = qa_benchmark([FixedAnswer("B")], records, tokenizer=smollm2_tokenizer)
     assert [r["score"] for r in rows] == [1.0, 0.0]  # B is "Red" (right), not "The doctor from Wendel" (C)
     assert [r["max_new_tokens"] for r in rows] == [40, 40]  # InfiniteBench's own budget when nothing caps it
@@ -72,7 +72,7 @@ def test_the_task_scores_what_the_system_answers(smollm2_tokenizer):
 def test_long_leval_document_goes_through_lcirc_memory(make_lcirc, smollm2_tokenizer):
     """The L-Eval fixture's document is longer than the tiny model's window, so LCIRC compresses its head."""
     model = make_lcirc("llama", gate_init=0.5)
-    (record, *_) = load_benchmark(FIXTURES / "leval" / "quality.jsonl")
+    (record, *_) = load_benchmark(BENCHMARK_FILES / "leval" / "quality.jsonl")
     with one_torch_thread():
         (lcirc, truncated) = qa_benchmark([LCIRCSystem(model), TruncatedBackbone(model)], [record], max_new_tokens=4)
     assert lcirc["length"] > model.config.window
@@ -83,7 +83,7 @@ def test_skipped_records_and_the_qa_report(make_lcirc, tmp_path):
     model = make_lcirc("llama")
     full = FullContext(model)
     with pytest.warns(UserWarning, match="skipped 1 line"):
-        records = load_benchmark(FIXTURES / "leval" / "financial_qa.jsonl")
+        records = load_benchmark(BENCHMARK_FILES / "leval" / "financial_qa.jsonl")
     model.backbone.config.max_position_embeddings = 60  # the fixture's prompts need about 90 tokens
     try:
         with one_torch_thread():
@@ -152,8 +152,8 @@ def test_cli_qa_end_to_end_on_a_tiny_backbone(tiny_backbones, smollm2_tokenizer,
         "--backbone",
         str(folder),
         "--qa",
-        str(FIXTURES / "longbench.jsonl"),
-        str(FIXTURES / "infinitebench" / "passkey.jsonl"),
+        str(BENCHMARK_FILES / "longbench.jsonl"),
+        str(BENCHMARK_FILES / "infinitebench" / "passkey.jsonl"),
         "--qa-limit",
         "2",
         "--qa-max-new-tokens",

@@ -139,3 +139,13 @@ def test_lcirc_eval_loads_adapters_by_the_package_rule(tmp_path):
         assert isinstance(_load("default", None), LCIRCModel)
     with pytest.raises(AdapterNotFoundError):
         _load(str(tmp_path / "no-such-adapter"), None)
+
+
+def test_needle_sweeps_take_their_tasks_from_the_registry(systems, sample_text):
+    with pytest.raises(ValueError, match="unknown needle task 'book_facts'; use one of 'passkey', 'niah_single'"):
+        needle_grid(systems[:1], [300], [0.5], task="book_facts", haystack=sample_text)
+    with pytest.raises(ValueError, match="niah_single needs a haystack"):
+        needle_grid(systems[:1], [300], [0.5], task="niah_single")
+    with one_torch_thread():
+        rows = needle_grid(systems[:1], [300], [0.5], task="niah_single", haystack=sample_text, max_new_tokens=4)
+    assert [r["task"] for r in rows] == ["niah_single"] and rows[0]["answer"].isdigit(), rows

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import SAMPLE_BOOK
 
 from lcirc_plugins.cli import describe, document_metadata, main
 from lcirc_plugins.data.documents import Document, text_sections
@@ -21,7 +22,6 @@ from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
 from lcirc_plugins.model.loading import NO_ADAPTER_WARNING
 from lcirc_plugins.model.memory import CompressedMemory
 
-SAMPLE_BOOK = Path(__file__).parent / "data" / "sample-book.txt"
 SUMMARY = re.compile(r"^Compressed ([\d,]+) tokens into ([\d,]+) memory vectors \((\d+\.\d)x\) in \d+\.\d s -> (.+)$")
 
 

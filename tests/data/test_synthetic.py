@@ -1,6 +1,6 @@
 """Synthetic long-context tasks: deterministic under their seed, and their answers really are in the context.
 
-Book-based tests use the in-repo excerpt ``tests/data/sample-book.txt`` so they run anywhere; the tests on
+Book-based tests use the in-repo excerpt ``tests/fixtures/sample-book.txt`` so they run anywhere; the tests on
 the Paul Graham essay haystack read it from ``../shared/data/haystack/`` at run time (it is copyrighted and
 never copied into the project) and skip if that folder is missing.
 """
@@ -19,6 +19,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from support import REPO, SAMPLE_BOOK
 
 from lcirc_plugins.data.qa_generation import (
     QAGenerationStats,
@@ -49,10 +50,8 @@ from lcirc_plugins.data.synthetic import (
 )
 from lcirc_plugins.errors import EmptyInputError
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = shared_data_dir()
 HAYSTACK_DIR = SHARED_DATA / "haystack"
-SAMPLE_BOOK = Path(__file__).parent / "data" / "sample-book.txt"
 TASK_NAMES = list(TASKS)
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
-from support import SAMPLE_BOOK
+from support import FIXTURES, SAMPLE_BOOK
 
-WORKER = Path(__file__).parent / "scripts" / "peak_memory_worker.py"
+WORKER = FIXTURES / "peak_memory_worker.py"
 
 
 def test_a_million_tokens_compress_without_full_length_hidden_states():

@@ -37,7 +37,7 @@ def test_every_error_is_an_lcirc_error():
 
 @pytest.mark.parametrize("text", ["\ud800", "Jim \udfff Hawkins"])
 def test_unpaired_surrogates_are_refused_before_the_tokenizer(make_lcirc, text):
-    """Found by tests/test_fuzzing.py: the tokenizer raised a bare TypeError on these strings."""
+    """Found by tests/data/test_fuzzing.py: the tokenizer raised a bare TypeError on these strings."""
     model = make_lcirc("llama")
     calls = [
         lambda: model.compress(text),

@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 import results_report
 from performance import minilm_flops
 

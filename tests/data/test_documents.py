@@ -8,6 +8,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from support import FIXTURES
 
 from lcirc_plugins.data import Document, read_document, read_text_bytes, validate_text
 from lcirc_plugins.errors import (
@@ -20,7 +21,7 @@ from lcirc_plugins.errors import (
     UnsupportedFormatError,
 )
 
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = FIXTURES
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
-"""Fixtures for the LlamaIndex integration tests (imported by the test modules: a nested conftest.py would
-shadow tests/conftest.py for modules that do `from conftest import ...`)."""
+"""Fixtures for the LlamaIndex integration tests: ``make_llm``, ``llm_events``, ``clean_settings``, ``one_torch_thread``."""
 
 from __future__ import annotations
 
@@ -13,8 +12,6 @@ from llama_index.core import Settings
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
-
-__all__ = ["clean_settings", "llm_events", "make_llm", "one_torch_thread"]
 
 # Smaller than the shared TINY config's 32-token segments: fewer recurrence steps, same code paths.
 FAST = {"segment_len": 64, "max_segment_len": 64}

@@ -14,7 +14,6 @@ from llama_index.core.base.response.schema import AsyncStreamingResponse, Respon
 # MockLLM (llama-index-core's echo LLM) stands for "any other LLM": it returns the prompt it was given,
 # which shows what such an LLM reads. The LCIRC side is never mocked.
 from llama_index.core.llms import MockLLM
-from llama_index_fixtures import *  # pytest fixtures: make_llm, llm_events, clean_settings, one_torch_thread
 
 from lcirc_plugins.errors import ConfigError, CorruptFileError, EmptyInputError, MemoryMismatchError
 from lcirc_plugins.llama_index import MEMORY_FOLDER, PROVENANCE_KEYS, CompressedMemoryIndex

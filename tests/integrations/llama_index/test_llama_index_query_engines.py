@@ -10,7 +10,6 @@ from llama_index.core import Document, SummaryIndex, VectorStoreIndex
 # the LLM is, and every LLM call below goes to a real LCIRCLLM.
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import ChatMessage
-from llama_index_fixtures import *  # pytest fixtures: make_llm, llm_events, clean_settings, one_torch_thread
 
 
 def test_summary_index_as_settings_llm_sends_the_whole_document_in_one_call_through_memory(

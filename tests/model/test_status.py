@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from support import REPO
 
 from lcirc_plugins.eval.card import measured_markdown, write_card
 from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
 from lcirc_plugins.model.status import CARD_END, CARD_START, UNTRAINED_NOTICE, card_headline, model_status
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = REPO
 
 
 def test_an_untrained_adapter_is_said_plainly(make_lcirc) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from support import REPO
 
 from lcirc_plugins import LCIRCConfig, LCIRCModel
 from lcirc_plugins.errors import AdapterNotFoundError, BackboneNotFoundError
@@ -61,12 +62,11 @@ def test_missing_adapter_directory_is_a_clear_error(tmp_path):
 
 def test_the_untrained_fallback_is_built_like_the_default_adapter_recipe():
     import json
-    from pathlib import Path
 
     from lcirc_plugins.model.lcirc_model import DEFAULT_ADAPTER_DIR
     from lcirc_plugins.model.loading import DEFAULT_ADAPTER_CONFIG, UntrainedAdapterWarning, load_model
 
-    recipe = json.loads((Path(__file__).resolve().parents[1] / "configs" / "default-1-passkey.json").read_text())["adapter"]
+    recipe = json.loads((REPO / "configs" / "default-1-passkey.json").read_text())["adapter"]
     assert {k: v for k, v in recipe.items() if k != "gate_init"} == DEFAULT_ADAPTER_CONFIG
     if DEFAULT_ADAPTER_DIR.is_dir():
         pytest.skip("a trained default adapter is shipped: its own adapter_config.json decides")

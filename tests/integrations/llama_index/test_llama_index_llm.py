@@ -8,7 +8,6 @@ import inspect
 
 import pytest
 from llama_index.core.base.llms.types import ChatMessage
-from llama_index_fixtures import *  # pytest fixtures: make_llm, llm_events, clean_settings, one_torch_thread
 
 from lcirc_plugins import LCIRCConfig, LCIRCModel
 from lcirc_plugins.errors import AdapterNotFoundError, ConfigError, EmptyInputError, LCIRCError
