@@ -10,7 +10,7 @@ segments (4, 16, 32, 64 segments of 512 tokens), one stage-1 training step is:
     loss = model(window_ids, memory=memory, labels=window_ids).loss     # 256-token decoder window
     loss.backward(); AdamW(model.trainable_parameters()).step(); zero_grad(set_to_none=True)
 
-Token ids come from real text (the books of ``/work/shared/data/corpus``); every step reads a different
+Token ids come from real text (the books of ``$LCIRC_SHARED_DATA/corpus``); every step reads a different
 stretch of it: S segments followed by the decoder window that continues them.
 
 Measured per configuration: steps/s (3 timed steps after 1 warm-up step) with the time split into

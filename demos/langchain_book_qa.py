@@ -5,7 +5,7 @@ The book is compressed once into memory (an ``LCIRCMemoryRetriever``); an LCEL c
 and returns the best-matching passages with their character spans in the book.
 
     python demos/langchain_book_qa.py
-    python demos/langchain_book_qa.py ../shared/data/books/stoker-dracula.txt "Who is Jonathan Harker?"
+    python demos/langchain_book_qa.py "$LCIRC_SHARED_DATA/books/stoker-dracula.txt" "Who is Jonathan Harker?"
     python demos/langchain_book_qa.py --save-dir storage/treasure-island-lc   # compress once, reuse after
     python demos/langchain_book_qa.py --max-chars 60000                       # a quick run on the opening
 

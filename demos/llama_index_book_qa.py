@@ -4,7 +4,7 @@ The book is compressed once into memory (a ``CompressedMemoryIndex``); the answe
 memory by ``LCIRCLLM``, and the retriever's top passages are printed with their character spans.
 
     python demos/llama_index_book_qa.py
-    python demos/llama_index_book_qa.py "Who is Jonathan Harker?" --book ../shared/data/books/stoker-dracula.txt
+    python demos/llama_index_book_qa.py "Who is Jonathan Harker?" --book "$LCIRC_SHARED_DATA/books/stoker-dracula.txt"
     python demos/llama_index_book_qa.py "Who is Ben Gunn?" --persist-dir storage/treasure-island   # compress once, reuse
 
 Without a trained adapter (none is shipped yet) the default LLM falls back to an untrained one and says so:

@@ -25,12 +25,13 @@ def main() -> None:
     parser.add_argument("adapter")
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--samples", type=int, default=20)
+    parser.add_argument("--start", type=int, default=0, help="first example index (to extend an earlier run)")
     parser.add_argument("--book", default=str(BOOK))
     args = parser.parse_args()
     model = load_model(args.adapter)
     book = Path(args.book).read_text(encoding="utf-8-sig")
     found, started = [], time.perf_counter()
-    for i in range(args.samples):
+    for i in range(args.start, args.start + args.samples):
         example = passkey(derive_seed(2026, i), num_tokens=args.tokens, tokenizer=model.tokenizer, haystack=book)
         reply = model.answer(example.question, model.compress(example.context), max_new_tokens=16)
         found.append(example.answer in reply)

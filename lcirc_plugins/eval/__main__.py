@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m lcirc_plugins.eval --book ../shared/data/books/stoker-dracula.txt \
+    python -m lcirc_plugins.eval --book "$LCIRC_SHARED_DATA/books/stoker-dracula.txt" \
         --lengths 8192 32768 --depths 0 0.5 1 --systems truncated full bm25-rag lcirc --out eval-out
     python -m lcirc_plugins.eval --qa LongBench/hotpotqa.jsonl InfiniteBench/longbook_qa_eng.jsonl \
         --qa-limit 50 --systems truncated bm25-rag lcirc --out qa-out

@@ -2,7 +2,7 @@
 
 A plain dataclass (PEFT's choice) rather than a transformers ``PreTrainedConfig``: the adapter is not a
 model of its own, it has no hub class, and its JSON must stay readable and stable across transformers
-releases. Defaults follow DESIGN.md section 4 (segment 512, K = 32, 2 Perceiver layers, GCA before every
+releases. The field defaults are the paper reader's (segment 512, K = 32, 2 Perceiver layers, GCA before every
 5th decoder layer plus the last, FFN 2d, window M = 1024).
 """
 

@@ -37,17 +37,37 @@ class Evidence:
 
 
 @torch.no_grad()
-def memory_attention(model, input_ids: torch.Tensor, rows: MemoryRows | torch.Tensor) -> torch.Tensor:
-    """Attention mass on each memory row [N] over one forward pass of ``input_ids`` (prompt + answer).
+def memory_attention(model, input_ids: torch.Tensor, rows: MemoryRows | torch.Tensor, from_token: int = 0) -> torch.Tensor:
+    """Attention mass on each memory row [N] over one forward pass of ``input_ids`` (prompt + answer), read by
+    the tokens from ``from_token`` on (the answer's: what the prompt's tokens read says little about the answer).
 
     Zero everywhere when every gate is closed (an untrained adapter reads nothing from the memory).
     """
     batch = model.memory_states(rows)
-    with model.injector.conditioned(*batch, record_attention=True) as state:
+    with model.injector.conditioned(*batch, record_attention=True, attention_from=from_token) as state:
         model.backbone(input_ids=input_ids.to(model.device))
     if not state.attention:
         return torch.zeros(batch.states.shape[1])
     return torch.stack(list(state.attention.values())).sum(dim=0)[0].float().cpu()
+
+
+def answer_reading(model, prompt_ids: torch.Tensor, answer_ids: torch.Tensor, rows: MemoryRows | torch.Tensor) -> torch.Tensor:
+    """What the answer read from each memory row [N], beyond what its prompt read.
+
+    Why the contrast (docs/TRAINING_FINDINGS.md, "Provenance"): most of the readers' attention goes to the same
+    few rows whatever is asked (sinks), for the prompt's tokens and the answer's alike, so the raw mass ranks
+    those rows first; what the answer's tokens (from the last prompt token, which predicts the first) read *more*
+    than the prompt's did is the evidence. The same contrast trains the salience scorer. Falls back to the raw
+    answer mass when the contrast is empty, and to the prompt's when there is no answer.
+    """
+    prompt_len = prompt_ids.shape[1]
+    if not answer_ids.shape[1]:
+        return memory_attention(model, prompt_ids, rows)
+    answer = memory_attention(model, torch.cat([prompt_ids, answer_ids], dim=1), rows, prompt_len - 1)
+    if prompt_len < 2:
+        return answer
+    contrast = (answer - memory_attention(model, prompt_ids[:, :-1], rows)).clamp(min=0)
+    return contrast if float(contrast.sum()) > 0 else answer
 
 
 def segment_weights(memory: CompressedMemory, row_weights: torch.Tensor) -> torch.Tensor:
@@ -162,7 +182,7 @@ def answer_provenance(model, prepared: PreparedPrompt, answer: str, top_k: int =
     if not prepared.sources:
         return Provenance("none")
     answer_ids = model.tokenizer(answer, add_special_tokens=False, return_tensors="pt")["input_ids"]
-    weights = memory_attention(model, torch.cat([prepared.input_ids, answer_ids], dim=1), prepared.rows)
+    weights = answer_reading(model, prepared.input_ids, answer_ids, prepared.rows)
     total = float(weights.sum())
     if total <= 0:
         return _bm25_provenance(model, prepared.sources, prepared.question or "", top_k)

@@ -22,7 +22,7 @@ UNTRAINED_NOTICE = (
 KEYWORD_PASSAGES = "The passages shown under an answer come from keyword ranking (BM25), not from the model."
 CARD_NAME = "MODEL_CARD.md"
 CARD_START, CARD_END = "<!-- measured:start -->", "<!-- measured:end -->"  # written by lcirc_plugins.eval.card
-HEADLINE_SYSTEMS = ("qd-lcirc", "lcirc")
+HEADLINE_SYSTEMS = ("qd-lcirc", "lcirc", "lcirc-memory")  # the adapter's own rows, whichever the card measured
 HEADLINE_METRICS = ("accuracy", "perplexity")
 
 

@@ -192,7 +192,7 @@ def test_stop_ends_generation_in_the_worker(make_lcirc, tmp_path: Path, small_bo
 
 
 def test_pdf_and_epub_uploads_keep_their_chapters(make_lcirc, tmp_path: Path) -> None:
-    from test_documents import make_epub, make_pdf
+    from document_files import make_epub, make_pdf
 
     ctx = AppContext.create(make_lcirc("llama"), tmp_path / "data")
     pdf = tmp_path / "Log Book.pdf"

@@ -149,7 +149,7 @@ SHARED_BOOK = SHARED_DATA / "books" / "stevenson-treasure-island.txt"
 
 @pytest.mark.slow
 def test_full_shared_book_through_the_client(app_model, tmp_path: Path) -> None:
-    """A whole book from ../shared/data/books (~100k tokens) uploaded, compressed and asked about."""
+    """A whole book from $LCIRC_SHARED_DATA/books (~100k tokens) uploaded, compressed and asked about."""
     if not SHARED_BOOK.is_file():
         pytest.skip(f"{SHARED_BOOK} is not available")
     ctx = AppContext.create(app_model, tmp_path / "data")

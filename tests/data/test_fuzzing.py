@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import torch
+from document_files import make_epub, make_pdf
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from support import FAMILIES, SAMPLE_BOOK, TINY, one_torch_thread
-from test_documents import make_epub, make_pdf
 from transformers import AutoModelForCausalLM
 
 from lcirc_plugins import LCIRCConfig, LCIRCModel

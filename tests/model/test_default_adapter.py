@@ -6,7 +6,7 @@ The 8K test is in the default run (issue 16's gate for shipping); the 32K one is
 from __future__ import annotations
 
 import pytest
-from support import SHARED_DATA
+from support import SAMPLE_BOOK, SHARED_DATA
 
 from lcirc_plugins.data.synthetic import derive_seed, passkey
 from lcirc_plugins.eval.metrics import substring_match
@@ -52,3 +52,16 @@ def test_the_default_adapter_answers_passkeys_over_32k_tokens(default_model):
         example = passkey(derive_seed(2026, i), num_tokens=32_768, tokenizer=default_model.tokenizer)
         right.append(substring_match(system.answer(example.context, example.question, 12), example.answers))
     assert sum(right) >= 18, f"{sum(right)}/20 pass keys retrieved"
+
+
+def test_the_default_adapters_provenance_quotes_the_pass_key(default_model):
+    """The answer's sources rank the segment holding the key first: what the answer read beyond what its prompt read."""
+    book = SAMPLE_BOOK.read_text(encoding="utf-8-sig")[:12_000]
+    middle = book.index(". ", len(book) // 2) + 2
+    key = "The pass key is 48213. Remember it. 48213 is the pass key."
+    memory = default_model.compress(book[:middle] + key + " " + book[middle:])
+    prepared = default_model.prepare_answer("What is the pass key?", memory, max_new_tokens=12)
+    answer = default_model.generate_text(prepared, max_new_tokens=12)[0]
+    found = default_model.provenance(prepared, answer)
+    assert "48213" in answer and found.method == "attention"
+    assert "48213" in found.passages[0].text and found.passages[0].score > 0.5, found.passages

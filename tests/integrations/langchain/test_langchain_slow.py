@@ -31,7 +31,7 @@ def default_model() -> LCIRCModel:
 @pytest.mark.slow
 def test_book_qa_chain_with_the_default_adapter(default_model, tmp_path):
     if not BOOK.is_file():
-        pytest.fail(f"{BOOK} is missing: the slow tests read the books in ../shared/data/books", pytrace=False)
+        pytest.fail(f"{BOOK} is missing: the slow tests read the books in $LCIRC_SHARED_DATA/books", pytrace=False)
     text = BOOK.read_text(encoding="utf-8-sig")
     retriever = LCIRCMemoryRetriever.from_documents(
         [Document(page_content=text, metadata={"source": BOOK.name}, id="treasure-island")], model=default_model

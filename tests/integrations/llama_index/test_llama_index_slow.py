@@ -79,7 +79,7 @@ def inserted_fact_hit_rate(
 @pytest.fixture(scope="module")
 def default_llm() -> LCIRCLLM:
     if not BOOK.is_file():
-        pytest.fail(f"{BOOK} is missing: the slow LlamaIndex test reads a book from ../shared/data/books/")
+        pytest.fail(f"{BOOK} is missing: the slow LlamaIndex test reads a book from $LCIRC_SHARED_DATA/books/")
     try:
         model = LCIRCModel.from_pretrained("default")
     except AdapterNotFoundError as err:
