@@ -299,20 +299,22 @@ class LCIRCLLM(LLM):
 
     def answer(self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any) -> str:
         """Answer ``question`` from the memories of whole documents (QD-LCIRC)."""
-        max_new, options = self._options(kwargs)
-        return self._model.generate_text(
-            self.prepare_answer(question, memory, max_new_tokens=max_new), max_new_tokens=max_new, **options
-        )[0]
+        return self._prepared_answer(question, memory, kwargs)[1]
 
     def answer_with_provenance(
         self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any
     ) -> tuple[str, Provenance]:
         """:meth:`answer` and the passages it read most (``LCIRCModel.provenance``: attention, or BM25 when the
         adapter's gates are closed), at the cost of one more forward over the prompt and the answer."""
+        prepared, text = self._prepared_answer(question, memory, kwargs)
+        return text, self._model.provenance(prepared, text)
+
+    def _prepared_answer(
+        self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None, kwargs: dict[str, Any]
+    ) -> tuple[PreparedPrompt, str]:
         max_new, options = self._options(kwargs)
         prepared = self.prepare_answer(question, memory, max_new_tokens=max_new)
-        text = self._model.generate_text(prepared, max_new_tokens=max_new, **options)[0]
-        return text, self._model.provenance(prepared, text)
+        return prepared, self._model.generate_text(prepared, max_new_tokens=max_new, **options)[0]
 
     def stream_answer(
         self, question: str, memory: CompressedMemory | Sequence[CompressedMemory] | None = None, **kwargs: Any

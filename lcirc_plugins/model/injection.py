@@ -38,10 +38,9 @@ class _Conditioning:
     bias: torch.Tensor | None = None  # [B, N] QD relevance of each slot, added to attention logits (layer reader)
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     calls: int = 0
-    # Provenance: per GCA layer, the attention mass each memory vector received, [B, N], scaled by |tanh(gate)|,
-    # averaged over the tokens from ``attention_from`` on (the answer's, not the prompt's).
+    # Provenance: per GCA layer, the attention mass each token put on each memory vector, [B, T, N], averaged
+    # over heads and scaled by |tanh(gate)|.
     attention: dict[int, torch.Tensor] | None = None
-    attention_from: int = 0
 
 
 _ACTIVE: contextvars.ContextVar[_Conditioning | None] = contextvars.ContextVar("lcirc_memory", default=None)
@@ -139,7 +138,7 @@ class MemoryInjector:
             state.calls += 1
             hidden_in = hidden.to(block.attn_gate.dtype)
             if state.attention is not None:
-                weights = block.attention_weights(hidden_in, kv, state.mask, *extra)[:, :, state.attention_from :].mean(dim=(1, 2))
+                weights = block.attention_weights(hidden_in, kv, state.mask, *extra).mean(dim=1)
                 state.attention[index] = weights * torch.tanh(block.attn_gate).abs()
             out = block(hidden_in, kv, state.mask, *extra).to(hidden.dtype)
             if positional:
@@ -156,17 +155,15 @@ class MemoryInjector:
         positions: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
         record_attention: bool = False,
-        attention_from: int = 0,
     ) -> Iterator[_Conditioning | None]:
         """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d] ([B, N, M, d], RoPE
         ``positions`` [B, N] and an optional QD relevance ``bias`` [B, N] for the layer reader).
 
-        With ``record_attention`` the yielded state's ``attention`` collects what each GCA layer read, from the
-        token ``attention_from`` on.
+        With ``record_attention`` the yielded state's ``attention`` collects what each token read at each GCA layer.
         """
         state = None if memory is None else _Conditioning(self, memory, mask, positions, bias)
         if state is not None and record_attention:
-            state.attention, state.attention_from = {}, attention_from
+            state.attention = {}
         token = _ACTIVE.set(state)
         try:
             yield state

@@ -547,12 +547,19 @@ class LCIRCModel(nn.Module):
         is False. Every front end (app, LlamaIndex, LangChain, CLI) answers through this and
         :meth:`provenance`, so the same memory and question give the same answer and sources everywhere.
         """
-        sources = _memory_list(memories)
-        for memory in sources:  # a wrong memory fails before any work
-            memory.check_compatible(self.adapter_fingerprint, self.signature)
+        sources = self._sources(memories)
         ids = self.prompt_ids(question, max_new_tokens, system_prompt, history=history)
         rows = self.read_memories(sources, question, query_dependent=query_dependent)
         return PreparedPrompt(ids, rows, sum(m.num_tokens for m in sources), sources, question)
+
+    def _sources(self, memories: Memories) -> tuple[CompressedMemory, ...]:
+        """One memory, several or none, as a tuple; a wrong type or another adapter's memory fails before any work."""
+        items = (memories,) if isinstance(memories, CompressedMemory) else tuple(memories or ())
+        for memory in items:
+            if not isinstance(memory, CompressedMemory):
+                raise TypeError(f"expected a CompressedMemory (from LCIRCModel.compress), got {type(memory).__name__}")
+            memory.check_compatible(self.adapter_fingerprint, self.signature)
+        return items
 
     def provenance(self, prepared: PreparedPrompt, answer: str, *, top_k: int = 3) -> Provenance:
         """The passages of ``prepared.sources`` that ``answer`` read most (BM25 for the question when the gates
@@ -602,9 +609,7 @@ class LCIRCModel(nn.Module):
         (query-dependent on the prompt's last tokens in QD mode) and only the tail goes to the decoder. The
         rows are read in order: every given memory, then the prompt's own compressed head, right before its tail.
         """
-        sources = _memory_list(memories)
-        for memory in sources:
-            memory.check_compatible(self.adapter_fingerprint, self.signature)
+        sources = self._sources(memories)
         own = self._fit_prompt(prompt, max_new_tokens)
         if not sources:
             return own
@@ -652,15 +657,6 @@ class LCIRCModel(nn.Module):
 
 
 Memories = CompressedMemory | Sequence[CompressedMemory] | None
-
-
-def _memory_list(memories: Memories) -> tuple[CompressedMemory, ...]:
-    """One memory, several or none, as a tuple (a wrong type is refused with its name)."""
-    items = (memories,) if isinstance(memories, CompressedMemory) else tuple(memories or ())
-    for memory in items:
-        if not isinstance(memory, CompressedMemory):
-            raise TypeError(f"expected a CompressedMemory (from LCIRCModel.compress), got {type(memory).__name__}")
-    return items
 
 
 class LayerCompression(NamedTuple):

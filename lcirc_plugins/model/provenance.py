@@ -37,18 +37,23 @@ class Evidence:
 
 
 @torch.no_grad()
-def memory_attention(model, input_ids: torch.Tensor, rows: MemoryRows | torch.Tensor, from_token: int = 0) -> torch.Tensor:
-    """Attention mass on each memory row [N] over one forward pass of ``input_ids`` (prompt + answer), read by
-    the tokens from ``from_token`` on (the answer's: what the prompt's tokens read says little about the answer).
+def attention_by_token(model, input_ids: torch.Tensor, rows: MemoryRows | torch.Tensor) -> torch.Tensor:
+    """Attention mass each token of ``input_ids`` [1, T] put on each memory row over one forward pass, [T, N]
+    (summed over the GCA layers, each weighted by ``|tanh(gate)|``).
 
     Zero everywhere when every gate is closed (an untrained adapter reads nothing from the memory).
     """
     batch = model.memory_states(rows)
-    with model.injector.conditioned(*batch, record_attention=True, attention_from=from_token) as state:
+    with model.injector.conditioned(*batch, record_attention=True) as state:
         model.backbone(input_ids=input_ids.to(model.device))
     if not state.attention:
-        return torch.zeros(batch.states.shape[1])
+        return torch.zeros(input_ids.shape[1], batch.states.shape[1])
     return torch.stack(list(state.attention.values())).sum(dim=0)[0].float().cpu()
+
+
+def memory_attention(model, input_ids: torch.Tensor, rows: MemoryRows | torch.Tensor) -> torch.Tensor:
+    """Attention mass on each memory row [N], averaged over the tokens of ``input_ids`` (prompt + answer)."""
+    return attention_by_token(model, input_ids, rows).mean(dim=0)
 
 
 def answer_reading(model, prompt_ids: torch.Tensor, answer_ids: torch.Tensor, rows: MemoryRows | torch.Tensor) -> torch.Tensor:
@@ -60,13 +65,14 @@ def answer_reading(model, prompt_ids: torch.Tensor, answer_ids: torch.Tensor, ro
     than the prompt's did is the evidence. The same contrast trains the salience scorer. Falls back to the raw
     answer mass when the contrast is empty, and to the prompt's when there is no answer.
     """
-    prompt_len = prompt_ids.shape[1]
+    by_token = attention_by_token(model, torch.cat([prompt_ids, answer_ids], dim=1), rows)  # one forward
+    first = prompt_ids.shape[1] - 1
     if not answer_ids.shape[1]:
-        return memory_attention(model, prompt_ids, rows)
-    answer = memory_attention(model, torch.cat([prompt_ids, answer_ids], dim=1), rows, prompt_len - 1)
-    if prompt_len < 2:
+        return by_token.mean(dim=0)
+    answer = by_token[first:].mean(dim=0)
+    if first < 1:
         return answer
-    contrast = (answer - memory_attention(model, prompt_ids[:, :-1], rows)).clamp(min=0)
+    contrast = (answer - by_token[:first].mean(dim=0)).clamp(min=0)
     return contrast if float(contrast.sum()) > 0 else answer
 
 
