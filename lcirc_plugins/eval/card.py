@@ -37,7 +37,7 @@ DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 def card_systems(model: LCIRCModel) -> list[System]:
     """The truncated backbone, BM25 RAG, LCIRC (no question; with the window's last tokens in the decoder, and
-    with the whole context in memory) and QD-LCIRC, all on one loaded model."""
+    with the whole context in memory) and QD-LCIRC (the same two ways), all on one loaded model."""
     systems: list[System] = [
         TruncatedBackbone(model),
         BM25RAG(model),
@@ -45,7 +45,7 @@ def card_systems(model: LCIRCModel) -> list[System]:
         LCIRCSystem(model, use_query=False, keep_window=False),
     ]
     if model.config.query_dependent:
-        systems.append(LCIRCSystem(model))
+        systems += [LCIRCSystem(model), LCIRCSystem(model, keep_window=False)]
     return systems
 
 

@@ -10,7 +10,9 @@ for perplexity) and ``answer`` (free-text answer to a question about a context, 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Protocol, runtime_checkable
 
@@ -241,7 +243,23 @@ class LCIRCSystem(_Base):
         if not head:
             return None
         query_ids = torch.tensor(query[-self.model.config.max_query_tokens :], dtype=torch.long) if self.use_query else None
-        return self.model.compress_ids(torch.tensor(head, dtype=torch.long), query_ids)
+        compressor = self.model.adapter.compressor
+        if not self.model.adapter.reads_layers or compressor.corrected:  # the question enters the compression
+            return self.model.compress_ids(torch.tensor(head, dtype=torch.long), query_ids)
+        # The layer reader's segments never see the question (QD is a bias read from each slot's state), so the
+        # systems of one model share the last compression: LCIRC and QD-LCIRC on one context cost one build.
+        key = (self.model.adapter_fingerprint, torch.tensor(head, dtype=torch.long).numpy().tobytes())
+        cached = _LAST_MEMORY.get(self.model)
+        if cached is None or cached[0] != key:
+            cached = (key, self.model.compress_ids(torch.tensor(head, dtype=torch.long)))
+            _LAST_MEMORY[self.model] = cached
+        rows = cached[1]
+        kv = self.model.question_kv(query_ids)
+        if compressor.query_mixer is None or kv is None:
+            return rows
+        with torch.no_grad():
+            bias = compressor.slot_bias(rows.features[None, :, 0].to(self.model.device, self.model.adapter_dtype), kv)
+        return dataclasses.replace(rows, bias=bias[0].float().cpu())
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)
@@ -261,6 +279,10 @@ class LCIRCSystem(_Base):
 
     def flops(self, context_tokens: int) -> int:
         return flops_lcirc(self.shape, self.adapter_shape, context_tokens, self.window)
+
+
+# model -> ((adapter fingerprint, context ids), its question-free memory rows): see LCIRCSystem._compress.
+_LAST_MEMORY: weakref.WeakKeyDictionary[LCIRCModel, tuple[tuple[str, bytes], MemoryRows]] = weakref.WeakKeyDictionary()
 
 
 class BM25RAG(_Base):

@@ -89,8 +89,12 @@ def check_signature(saved: dict[str, Any] | None, live: dict[str, Any], source: 
             )
 
 
-def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path) -> None:
-    """Load ``adapter_model.safetensors`` strictly into ``adapter`` (cast to its dtype)."""
+def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path, allow_missing: bool = False) -> None:
+    """Load ``adapter_model.safetensors`` strictly into ``adapter`` (cast to its dtype).
+
+    ``allow_missing`` lets modules the file does not hold keep their initialisation: an adapter grown from a
+    saved one (e.g. the QD stage started from an LCIRC adapter). Unexpected or misshapen tensors still fail.
+    """
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise CorruptFileError(f"{path} not found: the adapter directory is incomplete")
@@ -103,13 +107,13 @@ def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path) -> None:
     if checksum is not None and tensors_sha256(tensors) != checksum:
         raise CorruptFileError(f"{path} is damaged: its tensors do not match the checksum in its header")
     expected = adapter.state_dict()
-    missing = sorted(set(expected) - set(tensors))
+    missing = [] if allow_missing else sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
     if missing or unexpected:
         raise CorruptFileError(
             f"{path} does not match adapter_config.json: missing keys {missing[:5]}, unexpected keys {unexpected[:5]}"
         )
-    wrong = [k for k in expected if expected[k].shape != tensors[k].shape]
+    wrong = [k for k in tensors if expected[k].shape != tensors[k].shape]
     if wrong:
         raise CorruptFileError(f"{path} has tensors of the wrong shape, e.g. {wrong[0]}: {tuple(tensors[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}")
-    adapter.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=True)
+    adapter.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=not allow_missing)

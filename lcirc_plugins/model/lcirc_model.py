@@ -100,17 +100,22 @@ class LCIRCModel(nn.Module):
         is_trainable: bool = False,
         dtype: torch.dtype = torch.float32,
         trust_remote_code: bool = False,
+        config_overrides: dict[str, Any] | None = None,
     ) -> LCIRCModel:
         """Load a saved adapter (``"default"`` is the one shipped in the package) onto its backbone.
 
         The backbone defaults to the one recorded in ``adapter_config.json``. The adapter's backbone
-        signature is checked before any weight is read (``AdapterMismatchError``).
+        signature is checked before any weight is read (``AdapterMismatchError``). ``config_overrides``
+        changes config fields before the weights load: modules they add start at their initialisation (how a
+        training stage grows an adapter, e.g. ``{"query_dependent": True}`` on an LCIRC adapter).
         """
         directory = DEFAULT_ADAPTER_DIR if str(adapter) == "default" else Path(adapter).expanduser()
         if not directory.is_dir():
             hint = " (no default adapter is shipped in this installation)" if str(adapter) == "default" else ""
             raise AdapterNotFoundError(f"adapter directory {directory} does not exist{hint}")
         config, raw = LCIRCConfig.load(directory)
+        if config_overrides:
+            config = LCIRCConfig.from_dict({**config.to_dict(), **config_overrides}, source=f"overrides of {directory}")
         saved_signature = raw.get("backbone") or {}
         if backbone is None:
             backbone = saved_signature.get("name_or_path") or DEFAULT_BACKBONE
@@ -124,7 +129,7 @@ class LCIRCModel(nn.Module):
         check_signature(saved_signature, backbone_signature(backbone, tokenizer), str(directory))
         model = cls(backbone, tokenizer, config, backbone_name=model_name)
         try:
-            load_adapter_weights(model.adapter, directory)
+            load_adapter_weights(model.adapter, directory, allow_missing=bool(config_overrides))
         except Exception:
             model.injector.detach()  # a failed load must not leave hooks on the caller's backbone
             raise

@@ -30,7 +30,7 @@ class TrainConfig:
     init_adapter: str = field(
         default="", metadata={"help": "Adapter directory to start from (e.g. the stage-1 result for stage 2)."}
     )
-    adapter: dict[str, Any] = field(default_factory=dict, metadata={"help": "LCIRCConfig fields for a fresh adapter."})
+    adapter: dict[str, Any] = field(default_factory=dict, metadata={"help": "LCIRCConfig fields for a fresh adapter, or changed on init_adapter's (new modules start fresh)."})
     output_dir: str = field(default="runs/lcirc", metadata={"help": "Where checkpoints, metrics.jsonl and the final adapter go."})
     seed: int = field(default=0, metadata={"help": "Seed of data order, segment lengths, BPTT step choice and init."})
     steps: int = field(default=1000, metadata={"help": "Optimizer steps."})

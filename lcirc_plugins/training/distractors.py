@@ -30,10 +30,10 @@ class DistractorPool:
 
     def __init__(self, model: LCIRCModel, source: str, size: int, seed: int) -> None:
         compressor = model.adapter.compressor
-        if not model.adapter.reads_layers or compressor.corrected or compressor.query_mixer is not None:
+        if not model.adapter.reads_layers or compressor.corrected:
             raise ConfigError(
                 "distractor segments need a memory whose segments are compressed independently: "
-                "the layer reader without slot_correction and without query_dependent"
+                "the layer reader without slot_correction"
             )
         length = model.config.segment_len
         segments: list[torch.Tensor] = []
@@ -65,8 +65,23 @@ class DistractorPool:
         return self.cache[index]
 
 
-def surround(rows: MemoryRows, before: list[MemoryRows], after: list[MemoryRows]) -> MemoryRows:
+def surround(
+    rows: MemoryRows,
+    before: list[MemoryRows],
+    after: list[MemoryRows],
+    model: LCIRCModel | None = None,
+    query_ids: torch.Tensor | None = None,
+) -> MemoryRows:
     """An example's memory rows [1, N, M, d] with distractor segments read before and after its text (the
-    training-only salience scores of its own tokens are kept)."""
+    training-only salience scores of its own tokens are kept).
+
+    With a QD ``model`` every row, distractors included, is scored for the question ``query_ids`` (what
+    ``LCIRCModel.slot_bias`` does for a stored memory: an uncorrected slot's latent is its first-layer state),
+    so the relevance scorer learns to pick the evidence out of the haystack.
+    """
     joined = MemoryRows.concat([*before, rows, *after], batched=True)
-    return dataclasses.replace(joined, token_scores=rows.token_scores)
+    bias = None
+    if model is not None and model.adapter.compressor.query_mixer is not None:
+        kv = model.question_kv(None if query_ids is None else query_ids.to(model.device))
+        bias = model.adapter.compressor.slot_bias(joined.features[:, :, 0].to(model.adapter_dtype), kv)
+    return dataclasses.replace(joined, token_scores=rows.token_scores, bias=bias)

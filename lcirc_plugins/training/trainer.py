@@ -78,7 +78,7 @@ class LCIRCTrainingModule(nn.Module):
         if use_memory and memory is None:
             memory = self.memory(example, grad_steps)
         if use_memory and distractors is not None:
-            memory = surround(memory, *distractors)
+            memory = surround(memory, *distractors, self.model, example.query_ids)
         labels = example.labels[None].to(self.model.device)
         out = self.model(example.input_ids[None], memory=memory if use_memory else None, labels=labels)
         scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 else None
@@ -177,8 +177,10 @@ def answer_matches(model: LCIRCModel, example: TrainExample, memory: Any, extra_
 
 
 def build_model(config: TrainConfig) -> LCIRCModel:
-    if config.init_adapter:
-        return LCIRCModel.from_pretrained(config.init_adapter, backbone=config.backbone, is_trainable=True)
+    if config.init_adapter:  # `adapter` fields then grow the saved adapter (e.g. query_dependent for the QD stage)
+        return LCIRCModel.from_pretrained(
+            config.init_adapter, backbone=config.backbone, is_trainable=True, config_overrides=config.adapter or None
+        )
     return LCIRCModel.from_backbone(config.backbone, LCIRCConfig(**config.adapter))
 
 
@@ -429,7 +431,7 @@ class Trainer:
                 )
             memory = self.core.memory(example)
             if distractors is not None:
-                memory = surround(memory, *distractors)
+                memory = surround(memory, *distractors, self.model, example.query_ids)
             losses["eval_loss"].append(self.module(example, memory=memory).item())
             if "eval_answer_exact" in losses:
                 exact, contains = answer_matches(self.model, example, memory)

@@ -22,7 +22,7 @@ from lcirc_plugins.eval.card import (
 def test_the_card_compares_lcirc_with_and_without_the_question(make_lcirc, smollm2_tokenizer):
     model = make_lcirc("llama", query_dependent=True, gate_init=0.5)
     systems = card_systems(model)
-    assert [s.name for s in systems] == ["truncated", "bm25-rag", "lcirc", "lcirc-memory", "qd-lcirc"]
+    assert [s.name for s in systems] == ["truncated", "bm25-rag", "lcirc", "lcirc-memory", "qd-lcirc", "qd-lcirc-memory"]
     question = smollm2_tokenizer("What is the pass key?", add_special_tokens=False)["input_ids"]
     head = smollm2_tokenizer(SAMPLE_BOOK.read_text()[:2000], add_special_tokens=False)["input_ids"]
     with one_torch_thread():

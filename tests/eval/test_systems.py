@@ -142,6 +142,32 @@ def test_lcirc_reads_memory_and_equals_truncated_with_closed_gates(make_lcirc, i
     assert math.isfinite(qd_nll) and qd_nll != pytest.approx(lcirc, abs=1e-6)
 
 
+def test_lcirc_and_qd_lcirc_share_one_layer_reader_build_and_read_it_as_compressed_with_the_question(
+    make_lcirc, ids, monkeypatch
+):
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, query_dependent=True, gate_init=0.5)
+    with torch.no_grad():  # open the QD scorer, which starts at zero
+        model.adapter.compressor.relevance.weight.normal_()
+        model.adapter.compressor.query_mixer.attn_gate.fill_(1.0)
+    head, query = ids[:600], ids[600:620]
+    with one_torch_thread():
+        reference = model.compress_ids(torch.tensor(head), torch.tensor(query))
+        question_free = model.compress_ids(torch.tensor(head))
+        builds = []
+        real = model.compress_ids
+        monkeypatch.setattr(model, "compress_ids", lambda *a, **k: builds.append(1) or real(*a, **k))
+        plain = LCIRCSystem(model, use_query=False)._compress(head, query)
+        conditioned = LCIRCSystem(model, keep_window=False)._compress(head, query)
+    assert len(builds) == 1, "the second system reuses the first one's memory"
+    assert torch.equal(plain.features, reference.features) and torch.equal(conditioned.features, reference.features)
+    torch.testing.assert_close(plain.bias, question_free.bias)
+    torch.testing.assert_close(conditioned.bias, reference.bias)
+    assert not torch.allclose(plain.bias, conditioned.bias), "only QD-LCIRC reads the question"
+    with one_torch_thread():
+        LCIRCSystem(model)._compress(ids[1:600], query)
+    assert len(builds) == 2, "another context is compressed anew"
+
+
 def _captured_prompt(system, context, question, monkeypatch):
     seen = {}
 

@@ -100,6 +100,29 @@ def test_weights_that_do_not_match_the_config_are_refused(make_lcirc, tiny_backb
         LCIRCModel.from_pretrained(tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer)
 
 
+def test_config_overrides_grow_a_saved_adapter_and_keep_its_weights(make_lcirc, tiny_backbones, smollm2_tokenizer, tmp_path):
+    model = make_lcirc("llama", reader="layer", lora_rank=4, gate_init=0.3)
+    model.save_pretrained(tmp_path)
+    model.injector.detach()
+    grown = LCIRCModel.from_pretrained(
+        tmp_path, tiny_backbones["llama"], tokenizer=smollm2_tokenizer, config_overrides={"query_dependent": True}
+    )
+    try:
+        assert grown.config.query_dependent and grown.adapter.compressor.query_mixer is not None
+        saved, state = _state(model), grown.adapter.state_dict()
+        assert all(torch.equal(saved[k], state[k]) for k in saved), "every saved tensor is loaded"
+        assert not grown.adapter.compressor.relevance.weight.any(), "the added QD scorer starts at its (zero) init"
+    finally:
+        grown.injector.detach()
+    qd = make_lcirc("llama", reader="layer", lora_rank=4, query_dependent=True)
+    qd.save_pretrained(tmp_path / "qd")
+    qd.injector.detach()
+    with pytest.raises(CorruptFileError, match="unexpected keys"):  # a shrunk adapter still refuses leftover weights
+        LCIRCModel.from_pretrained(
+            tmp_path / "qd", tiny_backbones["llama"], tokenizer=smollm2_tokenizer, config_overrides={"query_dependent": False}
+        )
+
+
 def test_truncated_memory_file_is_a_clear_error(make_lcirc, sample_text, tmp_path):
     path = make_lcirc("llama").compress(sample_text[:2000]).save(tmp_path / "m.safetensors")
     path.write_bytes(path.read_bytes()[:-100])

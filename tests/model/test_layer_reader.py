@@ -384,8 +384,9 @@ def test_qd_with_selected_slots_reads_their_first_layer_states(make_lcirc, sampl
     assert first.shape == (memory.num_vectors,) and not torch.allclose(first, second)
 
 
-def test_explicit_attention_weights_reproduce_the_read(make_lcirc, sample_text):
-    """Provenance reads the same probabilities the fused attention uses, QD bias and padding included."""
+def test_grouped_memory_attention_equals_attention_over_repeated_heads(make_lcirc, sample_text):
+    """The read and the probabilities provenance uses equal textbook GQA attention (key/value heads repeated,
+    fused attention), QD bias and padding included."""
     model = make_lcirc("qwen3", **LAYER, gate_init=0.5, tokens_per_slot=4)
     index, block = next(iter(model.adapter.blocks().items()))
     states = model.segment_states(_ids(12, seed=7))[:, :, 0]
@@ -397,7 +398,16 @@ def test_explicit_attention_weights_reproduce_the_read(make_lcirc, sample_text):
     query_rotary = model.injector.rotary(index, torch.arange(12.0, 15.0)[None], states)
     with torch.no_grad():
         weights = block.attention_weights(hidden, kv, mask, query_rotary, bias)
-        heads = (weights @ kv[1]).transpose(1, 2).reshape(1, 3, -1)
+        groups = block.parts.num_heads // block.parts.num_kv_heads
+        assert groups > 1, "the grouped read is checked against repeated key/value heads"
+        k, v = (x.repeat_interleave(groups, dim=1) for x in kv)  # the textbook GQA reference
+        q = block._query(hidden, query_rotary)
+        logits = q @ k.transpose(-1, -2) * block.parts.scaling + bias[:, None, None] + torch.where(mask, 0.0, -torch.inf)[:, None, None]
+        assert torch.allclose(weights, logits.softmax(dim=-1), atol=1e-6)
+        heads = torch.nn.functional.scaled_dot_product_attention(
+            q, k, v, attn_mask=(bias + torch.where(mask, 0.0, -torch.inf))[:, None, None], scale=block.parts.scaling
+        )
+        heads = heads.transpose(1, 2).reshape(1, 3, -1)
         expected = block.parts.output(heads) + block._delta("o", heads)
         assert torch.allclose(block.read(hidden, kv, mask, query_rotary, bias), expected, atol=1e-5)
     assert torch.all(weights[..., 10:] == 0) and torch.allclose(weights.sum(-1), torch.ones(1, weights.shape[1], 3))

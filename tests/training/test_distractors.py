@@ -54,9 +54,27 @@ def test_surrounded_memory_equals_compressing_the_whole_text(make_lcirc):
     assert torch.equal(model(prompt, memory=rows).logits, model(prompt, memory=reference).logits)
 
 
+def test_a_qd_surrounded_memory_scores_every_row_as_the_whole_text(make_lcirc):
+    model = make_lcirc("llama", **SELECTING, query_dependent=True)
+    model.eval()
+    with torch.no_grad():  # open the QD mixer and scorer, which start closed
+        model.adapter.compressor.relevance.weight.normal_()
+        model.adapter.compressor.query_mixer.attn_gate.fill_(1.0)
+    pool = DistractorPool(model, str(SAMPLE_BOOK), size=3, seed=0)
+    own, query = [torch.randint(5, 1000, (1, 32))], torch.randint(5, 1000, (1, 6))
+    with torch.no_grad():
+        rows = surround(compress_for_training(model, own, set(), query), [pool.slots(0)], [pool.slots(2)], model, query)
+        plain = [pool.segments[i][None] for i in (0, 2)]
+        reference = compress_for_training(model, [plain[0], *own, plain[1]], set(), query)
+    assert rows.bias is not None and rows.bias.abs().sum() > 0
+    torch.testing.assert_close(rows.bias, reference.bias)
+    other = torch.randint(5, 1000, (1, 6))
+    assert not torch.allclose(surround(rows, [], [], model, other).bias, rows.bias), "the bias follows the question"
+
+
 def test_distractors_need_independently_compressed_segments(make_lcirc):
     with pytest.raises(ConfigError, match="compressed independently"):
-        DistractorPool(make_lcirc("llama", reader="layer", query_dependent=True), str(SAMPLE_BOOK), 4, 0)
+        DistractorPool(make_lcirc("llama", reader="layer", slot_correction=True), str(SAMPLE_BOOK), 4, 0)
     with pytest.raises(ConfigError, match="curriculum_gate"):
         TrainConfig(curriculum_gate=1.5)
 
