@@ -243,23 +243,22 @@ class LCIRCSystem(_Base):
         if not head:
             return None
         query_ids = torch.tensor(query[-self.model.config.max_query_tokens :], dtype=torch.long) if self.use_query else None
-        compressor = self.model.adapter.compressor
-        if not self.model.adapter.reads_layers or compressor.corrected:  # the question enters the compression
-            return self.model.compress_ids(torch.tensor(head, dtype=torch.long), query_ids)
+        head_ids = torch.tensor(head, dtype=torch.long)
+        if not self.model.adapter.reads_layers or self.model.adapter.compressor.corrected:  # the question enters the build
+            return self.model.compress_ids(head_ids, query_ids)
         # The layer reader's segments never see the question (QD is a bias read from each slot's state), so the
         # systems of one model share the last compression: LCIRC and QD-LCIRC on one context cost one build.
-        key = (self.model.adapter_fingerprint, torch.tensor(head, dtype=torch.long).numpy().tobytes())
+        key = (self.model.adapter_fingerprint, head_ids.numpy().tobytes())
         cached = _LAST_MEMORY.get(self.model)
         if cached is None or cached[0] != key:
-            cached = (key, self.model.compress_ids(torch.tensor(head, dtype=torch.long)))
+            cached = (key, self.model.compress_ids(head_ids))
             _LAST_MEMORY[self.model] = cached
         rows = cached[1]
-        kv = self.model.question_kv(query_ids)
-        if compressor.query_mixer is None or kv is None:
+        if query_ids is None or not query_ids.numel():
             return rows
         with torch.no_grad():
-            bias = compressor.slot_bias(rows.features[None, :, 0].to(self.model.device, self.model.adapter_dtype), kv)
-        return dataclasses.replace(rows, bias=bias[0].float().cpu())
+            bias = self.model.question_bias(rows.features[None, :, 0], query_ids)
+        return rows if bias is None else dataclasses.replace(rows, bias=bias[0].float().cpu())
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)

@@ -435,12 +435,20 @@ class LCIRCModel(nn.Module):
         No pass over the book: only the memory's latents and the question's embeddings are read.
         """
         memory.check_compatible(self.adapter_fingerprint, self.signature)
+        latents = memory.slot_latents()
+        bias = self.question_bias((memory.features[:, 0] if latents is None else latents)[None], question or None)
+        return None if bias is None else bias[0].float().cpu()
+
+    def question_bias(self, latents: torch.Tensor, question: str | torch.Tensor | None) -> torch.Tensor | None:
+        """QD relevance [B, N] of slots from their latents [B, N, d] (an uncorrected slot's latent is its
+        first-layer state) for ``question`` (text or token ids; None: the question-free score); None without QD.
+
+        The one QD step over rows already built: stored memories, evaluation systems and distractor haystacks.
+        """
         if self.adapter.compressor.query_mixer is None:
             return None
-        latents = memory.slot_latents()
-        latents = memory.features[:, 0] if latents is None else latents
-        kv = self.question_kv(question or None)
-        return self.adapter.compressor.slot_bias(latents[None].to(self.device, self.adapter_dtype), kv)[0].float().cpu()
+        kv = self.question_kv(question)
+        return self.adapter.compressor.slot_bias(latents.to(self.device, self.adapter_dtype), kv)
 
     def memory_states(self, memory: MemoryLike) -> MemoryBatch:
         """What the GCA blocks attend to: rows [B, N, d] (plus the order signal) or [B, N, M, d] for the layer

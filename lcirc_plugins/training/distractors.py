@@ -80,8 +80,5 @@ def surround(
     so the relevance scorer learns to pick the evidence out of the haystack.
     """
     joined = MemoryRows.concat([*before, rows, *after], batched=True)
-    bias = None
-    if model is not None and model.adapter.compressor.query_mixer is not None:
-        kv = model.question_kv(None if query_ids is None else query_ids.to(model.device))
-        bias = model.adapter.compressor.slot_bias(joined.features[:, :, 0].to(model.adapter_dtype), kv)
+    bias = None if model is None else model.question_bias(joined.features[:, :, 0], query_ids)
     return dataclasses.replace(joined, token_scores=rows.token_scores, bias=bias)
