@@ -154,6 +154,9 @@ def write_card(card: Path, measured: str) -> None:
     card.write_text(f"{head}{CARD_START}\n{measured}\n{CARD_END}{tail}", encoding="utf-8")
 
 
+CARD_TASKS = ("passkey", "niah_single", "perplexity", "book_facts", "book_cloze")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m lcirc_plugins.eval.card", description=__doc__.splitlines()[0])
     parser.add_argument("--adapter", default="default", help="adapter directory or 'default'")
@@ -164,6 +167,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--systems", nargs="+", default=None, help="names of the systems to measure (default: all of card_systems)"
     )
+    parser.add_argument("--tasks", nargs="+", default=list(CARD_TASKS), choices=CARD_TASKS, help="the tasks to measure (default: all)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", default="runs/card")
     parser.add_argument("--card", default=None, help="a MODEL_CARD.md whose measured section is rewritten")
@@ -183,12 +187,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         systems = [system for system in systems if system.name in args.systems]
     books = synthetic.load_haystack(args.books)
     per_depth = max(1, args.samples // len(DEPTHS))
-    rows = needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)
-    rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed)
-    for s in tqdm(range(args.samples), desc="perplexity"):
-        rows += perplexity_by_length(systems, books, args.lengths, 128, args.seed * 10_000 + s)
+    rows: list[dict[str, Any]] = []
+    if "passkey" in args.tasks:
+        rows += needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)
+    if "niah_single" in args.tasks:
+        rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed)
+    if "perplexity" in args.tasks:
+        for s in tqdm(range(args.samples), desc="perplexity"):
+            rows += perplexity_by_length(systems, books, args.lengths, 128, args.seed * 10_000 + s)
     for task in ("book_facts", "book_cloze"):
-        rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed)
+        if task in args.tasks:
+            rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed)
     table = summarise(rows)
     gains = relative_gains(table)
     meta = {

@@ -23,6 +23,7 @@ from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.memory import MemoryRows
 from ..model.passages import bm25_scores
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
+from ..model.whole_segments import relevant_segments, with_whole_segments
 from .flops import AdapterShape, DecoderShape, decoder_flops, flops_full, flops_lcirc, flops_truncated
 
 _MARGIN = 8  # tokens kept free when a decoded context is re-tokenized inside a prompt
@@ -256,9 +257,19 @@ class LCIRCSystem(_Base):
         rows = cached[1]
         if query_ids is None or not query_ids.numel():
             return rows
+        rows = self._whole_segments(rows, head_ids, self.model.tokenizer.decode(query_ids.tolist()))
         with torch.no_grad():
             bias = self.model.question_bias(rows.features[None, :, 0], query_ids)
         return rows if bias is None else dataclasses.replace(rows, bias=bias[0].float().cpu())
+
+    def _whole_segments(self, rows: MemoryRows, head_ids: torch.Tensor, question: str) -> MemoryRows:
+        """``LCIRCModel.for_question`` on rows made for one prompt: the question's segments read whole."""
+        length = self.model.config.segment_len
+        segments = relevant_segments(self.model.tokenizer, head_ids, length, question, self.model.config.whole_segments)
+        if not segments:
+            return rows
+        features, positions = with_whole_segments(self.model, head_ids, rows.features, rows.positions + rows.span, segments)
+        return dataclasses.replace(rows, features=features, positions=positions - rows.span)
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)

@@ -98,6 +98,14 @@ class LCIRCConfig:
             "max_position_embeddings; 0: exact distances however far)."
         },
     )
+    whole_segments: int = field(
+        default=0,
+        metadata={
+            "help": "'layer' reader with query_dependent: the question's k most relevant segments (BM25 over their text) are "
+            "read whole, every token's states, from one frozen forward over those k segments at answer time (never the "
+            "book); the rest is read from its slots (0: slots only)."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
@@ -120,6 +128,10 @@ class LCIRCConfig:
             raise ConfigError(f"position_horizon must be None or an integer >= 0, got {horizon!r}")
         if self.slot_selection and self.slot_correction:
             raise ConfigError("slot_selection keeps exact token states; it cannot be combined with slot_correction")
+        if not isinstance(self.whole_segments, int) or isinstance(self.whole_segments, bool) or self.whole_segments < 0:
+            raise ConfigError(f"whole_segments must be an integer >= 0, got {self.whole_segments!r}")
+        if self.whole_segments and (self.reader != "layer" or self.slot_correction):
+            raise ConfigError("whole_segments needs the 'layer' reader without slot_correction (segments compressed independently)")
         if self.ffn_mult <= 0:
             raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
         if self.segment_len > self.max_segment_len:

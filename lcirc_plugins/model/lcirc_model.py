@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 from .provenance import Provenance, answer_provenance
 from .streaming import GenerationStream
+from .whole_segments import relevant_segments, with_whole_segments
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
 Progress = bool | Callable[[int, int], None]
@@ -413,6 +415,22 @@ class LCIRCModel(nn.Module):
                 self.embed_tokens, [memory.token_ids.long()], memory.segment_len, query_kv=kv, on_segment=advance
             )[0]
 
+    def for_question(self, memory: CompressedMemory, question: str | None) -> CompressedMemory:
+        """The memory as ``question`` reads it: with ``whole_segments`` = k, its k segments most relevant to the
+        question whole (every token's states, one frozen forward over k segments), the rest as slots.
+
+        A view: the stored memory is unchanged, and provenance maps the view's rows to segments as usual.
+        """
+        k = self.config.whole_segments
+        if not (k and question and memory.reads_layers):
+            return memory
+        memory.check_compatible(self.adapter_fingerprint, self.signature)
+        segments = relevant_segments(self.tokenizer, memory.token_ids, memory.segment_len, question, k)
+        if not segments:
+            return memory
+        features, positions = with_whole_segments(self, memory.token_ids, memory.features, memory.positions, segments)
+        return dataclasses.replace(memory, features=features, positions=positions)
+
     def read_memories(
         self, memories: Sequence[CompressedMemory], question: str | None = None, *, query_dependent: bool = True
     ) -> MemoryRows | None:
@@ -562,6 +580,8 @@ class LCIRCModel(nn.Module):
         """
         sources = self._sources(memories)
         ids = self.prompt_ids(question, max_new_tokens, system_prompt, history=history)
+        if query_dependent:
+            sources = tuple(self.for_question(m, question) for m in sources)
         rows = self.read_memories(sources, question, query_dependent=query_dependent)
         return PreparedPrompt(ids, rows, sum(m.num_tokens for m in sources), sources, question)
 
@@ -626,6 +646,7 @@ class LCIRCModel(nn.Module):
         own = self._fit_prompt(prompt, max_new_tokens)
         if not sources:
             return own
+        sources = tuple(self.for_question(m, query) for m in sources)
         parts = [self.read_memories(sources, query)] + ([own.rows] if own.rows is not None else [])
         tokens = own.compressed_tokens + sum(m.num_tokens for m in sources)
         return PreparedPrompt(own.input_ids, MemoryRows.concat(parts), tokens, sources, query)

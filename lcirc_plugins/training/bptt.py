@@ -38,15 +38,19 @@ def compress_for_training(
     grad_steps: set[int],
     query_ids: torch.Tensor | None = None,
     gradient_checkpointing: bool = False,
+    whole: bool = False,
 ) -> torch.Tensor | MemoryRows:
     """Run the recurrence over token-id segments [B, L_i]; returns the memory [B, S*K, d] (paper reader), or
-    the layer reader's slots [B, N, M, d] with their positions before the decoder input.
+    the layer reader's slots [B, N, M, d] with their positions before the decoder input (every token's states
+    when ``whole``: how the question's most relevant segments are read at answer time).
 
     Only steps in ``grad_steps`` record a graph; with ``gradient_checkpointing`` each of them is
     recomputed in the backward pass instead of keeping its activations.
     """
     compressor = model.adapter.compressor
     query_kv = model.question_kv(query_ids)
+    if whole and model.adapter.reads_layers:
+        return whole_rows(model, segments, query_kv)
     if model.adapter.reads_layers:  # per-layer slots; the frozen forward over each segment needs no graph
         slots, centres, latents, scores = model.compress_layer_segments(segments, grad_steps=grad_steps)
         span = sum(ids.shape[1] for ids in segments)
@@ -70,3 +74,12 @@ def compress_for_training(
             state = step(state, ids)
         outputs.append(state)
     return torch.cat(outputs, dim=1)
+
+
+def whole_rows(model: LCIRCModel, segments: list[torch.Tensor], query_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> MemoryRows:
+    """Layer-reader rows of every token of ``segments`` [B, L_i] at their positions before the decoder input."""
+    states = torch.cat([model.segment_states(ids) for ids in segments], dim=1)  # (B, span, M, d), no graph
+    span = states.shape[1]
+    positions = (torch.arange(span, device=states.device, dtype=torch.float32) - span).expand(states.shape[0], -1)
+    bias = model.adapter.compressor.slot_bias(states[:, :, 0], query_kv)
+    return MemoryRows(states, positions, span, bias)

@@ -115,6 +115,24 @@ class TrainConfig:
             "and fell with more steps, T = 0.25 in every segment whose budget could hold it)."
         },
     )
+    lm_data: str = field(
+        default="",
+        metadata={"help": "qa stage: plain text (file or folder) for the language-modelling examples of lm_share (every 20th document held out)."},
+    )
+    lm_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "qa stage: share of examples that continue a text of lm_data (stage-1 examples: the loss on loss_window "
+            "tokens after the compressed text), so that reading a memory keeps the backbone's own continuation (perplexity)."
+        },
+    )
+    whole_share: float = field(
+        default=0.0,
+        metadata={
+            "help": "Layer reader: share of training examples whose own segments (and one distractor) are read whole, every "
+            "token's states, as the question's most relevant segments are at answer time (LCIRCConfig.whole_segments)."
+        },
+    )
     min_doc_tokens: int = field(default=0, metadata={"help": "Skip documents shorter than this (FineWeb-Edu style filter)."})
     eval_every: int = field(default=100, metadata={"help": "Evaluate every n steps (0 disables)."})
     eval_examples: int = field(default=16, metadata={"help": "Held-out examples per evaluation."})
@@ -135,7 +153,7 @@ class TrainConfig:
                 new = RENAMED[old]
                 warnings.warn(f"TrainConfig.{old} is now {new}", DeprecationWarning, stacklevel=3)
                 setattr(self, new, value)
-        for name in ("data", "eval_data", "distractors", "eval_distractors"):  # "@shared/..." paths (data/shared.py)
+        for name in ("data", "eval_data", "lm_data", "distractors", "eval_distractors"):  # "@shared/..." paths (data/shared.py)
             setattr(self, name, expand_shared(getattr(self, name)))
         if self.stage not in ("lm", "qa"):
             raise ConfigError(f"stage must be 'lm' or 'qa', got {self.stage!r}")
@@ -159,6 +177,10 @@ class TrainConfig:
             raise ConfigError("distractor_pool and distractor_start must be > 0 and distractor_segments >= 0")
         if not 0.0 <= self.curriculum_gate <= 1.0:
             raise ConfigError(f"curriculum_gate is an accuracy in [0, 1], got {self.curriculum_gate}")
+        if not 0.0 <= self.lm_share <= 1.0 or (self.lm_share > 0 and (self.stage != "qa" or not self.lm_data)):
+            raise ConfigError(f"lm_share is a share of qa-stage examples in [0, 1] and needs lm_data, got {self.lm_share}")
+        if not 0.0 <= self.whole_share <= 1.0:
+            raise ConfigError(f"whole_share is a share of examples in [0, 1], got {self.whole_share}")
         if self.salience_temperature <= 0:
             raise ConfigError(f"salience_temperature must be > 0, got {self.salience_temperature}")
         if self.distill < 0 or self.salience_distill < 0:

@@ -115,8 +115,9 @@ class ExampleStream:
             return self.config.eval_data, False
         return self.config.data, True
 
-    def _records(self, step: Callable[[], int]) -> Iterator[dict[str, str]]:
-        source, hold_out = self._source()
+    def _records(self, step: Callable[[], int], source: str | None = None) -> Iterator[dict[str, str]]:
+        """Records of ``source`` (by default the split's data) for this split, endlessly."""
+        source, hold_out = (source, True) if source else self._source()
         if source.startswith("synthetic:"):
             seed = self.config.seed + (1 if self.split == "eval" else 0)
             yield from _synthetic_records(source.removeprefix("synthetic:"), seed, lambda rng: self._synthetic_chars(rng, step()))
@@ -140,15 +141,19 @@ class ExampleStream:
             return self.step_of(produced // self.world)
 
         make = self._lm_examples if self.config.stage == "lm" else self._qa_examples
-        for record in self._records(current_step):
-            for example in make(record, rng, current_step):
-                buffer.append(example)
-                if len(buffer) < self.shuffle_buffer:
-                    continue
-                chosen = buffer.pop(rng.randrange(len(buffer)))
-                produced += 1
-                if (produced - 1) % self.world == self.rank:
-                    yield chosen
+        examples = (example for record in self._records(current_step) for example in make(record, rng, current_step))
+        if self.config.lm_share > 0 and self.split == "train":  # held-out language modelling: Trainer.evaluate
+            lm_rng = random.Random(f"{self.config.seed}-{self.split}-lm")
+            lm = (e for record in self._records(current_step, self.config.lm_data) for e in self._lm_examples(record, lm_rng, current_step))
+            examples = _mixture(examples, lm, self.config.lm_share, lm_rng)
+        for example in examples:
+            buffer.append(example)
+            if len(buffer) < self.shuffle_buffer:
+                continue
+            chosen = buffer.pop(rng.randrange(len(buffer)))
+            produced += 1
+            if (produced - 1) % self.world == self.rank:
+                yield chosen
 
     def _max_segments(self, step: int) -> int:
         c = self.config
@@ -195,6 +200,12 @@ class ExampleStream:
         shortest = c.max_train_segment_len if self.split == "eval" else c.min_train_segment_len
         lengths = random_lengths(rng, len(context_ids), shortest, c.max_train_segment_len)
         yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
+
+
+def _mixture(first: Iterator[TrainExample], second: Iterator[TrainExample], share: float, rng: random.Random) -> Iterator[TrainExample]:
+    """Examples of ``first``, each replaced by the next of ``second`` with probability ``share``."""
+    while True:
+        yield next(second) if rng.random() < share else next(first)
 
 
 def _synthetic_records(spec: str, seed: int, length_chars: Callable[[random.Random], int]) -> Iterator[dict[str, str]]:

@@ -18,6 +18,7 @@ import torch
 from ..errors import ConfigError, LCIRCError
 from ..model.lcirc_model import LCIRCModel
 from ..model.memory import MemoryRows
+from .bptt import whole_rows
 from .data import iter_records
 
 
@@ -50,10 +51,16 @@ class DistractorPool:
     def __len__(self) -> int:
         return len(self.segments)
 
-    def draw(self, rng: random.Random, count: int) -> list[MemoryRows]:
-        """``count`` segments, with repeats only when the pool is smaller than ``count``."""
+    def draw(self, rng: random.Random, count: int, whole: int = 0) -> list[MemoryRows]:
+        """``count`` segments, with repeats only when the pool is smaller than ``count``; the first ``whole`` of
+        them read whole (every token's states), as a question's irrelevant whole segments are at answer time."""
         picks = rng.sample(range(len(self)), count) if count <= len(self) else [rng.randrange(len(self)) for _ in range(count)]
-        return [self.slots(i) for i in picks]
+        return [self.whole(i) if n < whole else self.slots(i) for n, i in enumerate(picks)]
+
+    @torch.no_grad()
+    def whole(self, index: int) -> MemoryRows:
+        """Segment ``index``'s every token [1, L, M, d] (not cached: 26 MB a segment for SmolLM2)."""
+        return whole_rows(self.model, [self.segments[index][None].to(self.model.device)])
 
     @torch.no_grad()
     def slots(self, index: int) -> MemoryRows:

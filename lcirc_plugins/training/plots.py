@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-EVAL_KEYS = ("eval_loss", "eval_loss_other_memory", "eval_loss_no_memory")
+EVAL_KEYS = ("eval_loss", "eval_loss_other_memory", "eval_loss_no_memory", "eval_whole_loss")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -56,6 +56,8 @@ def plot_metrics(run_dir: str | Path) -> Path:
         answer_steps = [r["step"] for r in answers]
         ax_answer.plot(answer_steps, [r["eval_answer_contains"] for r in answers], marker="o", label="answer in the reply")
         ax_answer.plot(answer_steps, [r.get("eval_answer_exact", 0.0) for r in answers], marker="o", label="exact answer")
+        if any("eval_whole_answer_contains" in r for r in answers):  # the evidence's segment read whole
+            ax_answer.plot(answer_steps, [r.get("eval_whole_answer_contains") for r in answers], marker="s", label="answer in the reply, read whole")
         ax_answer.set_ylim(-0.05, 1.05)
         ax_answer.set_title("held-out answers")
         if any("distractor_segments" in r for r in answers):

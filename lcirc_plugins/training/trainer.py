@@ -10,6 +10,7 @@ before it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import pickle
@@ -59,13 +60,13 @@ class LCIRCTrainingModule(nn.Module):
         super().__init__()
         self.model, self.config = model, config
 
-    def memory(self, example: TrainExample, grad_steps: set[int] | None = None) -> Any:
+    def memory(self, example: TrainExample, grad_steps: set[int] | None = None, whole: bool = False) -> Any:
         if not example.segments:
             return None
         steps = grad_steps if grad_steps is not None else set(range(len(example.segments)))
         query = None if example.query_ids is None else example.query_ids.to(self.model.device)
         segments = [s.to(self.model.device) for s in example.segments]
-        return compress_for_training(self.model, segments, steps, query, self.config.gradient_checkpointing)
+        return compress_for_training(self.model, segments, steps, query, self.config.gradient_checkpointing, whole)
 
     def forward(
         self,
@@ -74,14 +75,16 @@ class LCIRCTrainingModule(nn.Module):
         use_memory: bool = True,
         memory: Any = None,
         distractors: tuple[list[MemoryRows], list[MemoryRows]] | None = None,
+        whole: bool = False,
     ) -> torch.Tensor:
         if use_memory and memory is None:
-            memory = self.memory(example, grad_steps)
+            memory = self.memory(example, grad_steps, whole)
         if use_memory and distractors is not None:
             memory = surround(memory, *distractors, self.model, example.query_ids)
         labels = example.labels[None].to(self.model.device)
         out = self.model(example.input_ids[None], memory=memory if use_memory else None, labels=labels)
-        scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 else None
+        # The scorer learns where answers read; a continuation reads mostly the text just before it.
+        scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 and example.query_ids is not None else None
         if not self.model.training or not example.segments or (self.config.distill <= 0 and scores is None):
             return out.loss
         context_len = sum(s.shape[1] for s in example.segments)
@@ -224,6 +227,7 @@ class Trainer:
         rank, world = self.accelerator.process_index, self.accelerator.num_processes
         self.data = ExampleStream(self.model.tokenizer, config, "train", rank, world)
         self.bptt_rng = random.Random(f"{config.seed}-bptt-{rank}")
+        self.whole_rng = random.Random(f"{config.seed}-whole-{rank}")
         self.pool = self.eval_pool = None
         if config.distractors and config.distractor_segments > 0:
             self.pool = DistractorPool(self.model, config.distractors, config.distractor_pool, config.seed)
@@ -345,8 +349,9 @@ class Trainer:
             for _ in range(c.grad_accum):
                 example = next(self.data)
                 grad_steps = steps_with_gradient(len(example.segments), c.bptt, c.bptt_window, self.bptt_rng)
+                whole = c.whole_share > 0 and self.whole_rng.random() < c.whole_share
                 with self.accelerator.autocast():
-                    loss = self.module(example, grad_steps, distractors=self.draw_distractors())
+                    loss = self.module(example, grad_steps, distractors=self.draw_distractors(whole), whole=whole)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss is {loss.item()} at step {self.step}: lower lr (now {c.lr}) or enable max_grad_norm; "
@@ -391,15 +396,16 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
-    def draw_distractors(self) -> tuple[list[MemoryRows], list[MemoryRows]] | None:
-        """Distractor segments before and after the next example: how many, and the split, are uniform.
+    def draw_distractors(self, whole: bool = False) -> tuple[list[MemoryRows], list[MemoryRows]] | None:
+        """Distractor segments before and after the next example: how many, and the split, are uniform; with
+        ``whole`` one of them is read whole, as an irrelevant segment the question picked would be.
 
         Seeded by the data position, so a resumed run draws what the uninterrupted one would have.
         """
         if self.pool is None:
             return None
         rng = random.Random(f"{self.config.seed}-distractors-{self.accelerator.process_index}-{self.data.position}")
-        return _split_draw(self.pool, rng, rng.randint(0, self.distractor_level))
+        return _split_draw(self.pool, rng, rng.randint(0, self.distractor_level), whole=int(whole))
 
     def advance_curriculum(self, metrics: dict[str, float]) -> None:
         """Double the most distractor segments once held-out answers reach ``curriculum_gate``."""
@@ -421,6 +427,8 @@ class Trainer:
         losses: dict[str, list[float]] = {"eval_loss": [], "eval_loss_no_memory": [], "eval_loss_other_memory": []}
         if self.config.stage == "qa":
             losses["eval_answer_exact"], losses["eval_answer_contains"] = [], []
+            if self.config.whole_share > 0:
+                losses.update(eval_whole_loss=[], eval_whole_answer_exact=[], eval_whole_answer_contains=[])
         previous = None
         for index in range(self.config.eval_examples):
             example = next(stream)
@@ -437,13 +445,40 @@ class Trainer:
                 exact, contains = answer_matches(self.model, example, memory)
                 losses["eval_answer_exact"].append(float(exact))
                 losses["eval_answer_contains"].append(float(contains))
+            if "eval_whole_answer_contains" in losses:  # read as a question's whole segments are, with one whole distractor
+                whole = self.core.memory(example, whole=True)
+                if self.eval_pool is not None:
+                    draw = random.Random(f"{self.config.seed}-eval-{index}")
+                    whole = surround(whole, *_split_draw(self.eval_pool, draw, self.distractor_level, whole=1), self.model, example.query_ids)
+                losses["eval_whole_loss"].append(self.module(example, memory=whole).item())
+                exact, contains = answer_matches(self.model, example, whole)
+                losses["eval_whole_answer_exact"].append(float(exact))
+                losses["eval_whole_answer_contains"].append(float(contains))
             losses["eval_loss_no_memory"].append(self.module(example, use_memory=False).item())
             if previous is not None:
                 swapped = TrainExample(previous.segments, example.input_ids, example.labels, example.query_ids)
                 losses["eval_loss_other_memory"].append(self.module(swapped, distractors=distractors).item())
             previous = example
+        if self.config.lm_share > 0:
+            losses.update(self._evaluate_language_modelling())
         self.model.train(was_training)
         return {name: sum(values) / len(values) for name, values in losses.items() if values}
+
+    def _evaluate_language_modelling(self, examples: int = 6) -> dict[str, list[float]]:
+        """Held-out continuation of ``lm_data`` (every 20th document) with its text in memory and without: the
+        memory must lower this loss, never raise it (the card's perplexity)."""
+        config = dataclasses.replace(self.config, stage="lm", data=self.config.lm_data, eval_data="", lm_share=0.0)
+        stream = ExampleStream(self.model.tokenizer, config, "eval")
+        losses: dict[str, list[float]] = {"eval_lm_loss": [], "eval_lm_loss_no_memory": []}
+        for index in range(examples):
+            example = next(stream)
+            memory = self.core.memory(example)
+            if self.eval_pool is not None:
+                draw = random.Random(f"{self.config.seed}-eval-lm-{index}")
+                memory = surround(memory, *_split_draw(self.eval_pool, draw, self.distractor_level), self.model, None)
+            losses["eval_lm_loss"].append(self.module(example, memory=memory).item())
+            losses["eval_lm_loss_no_memory"].append(self.module(example, use_memory=False).item())
+        return losses
 
     def gate_values(self) -> dict[str, float]:
         """tanh of every gate, the first thing to look at when memory is not being used."""
@@ -452,9 +487,10 @@ class Trainer:
         }
 
 
-def _split_draw(pool: DistractorPool, rng: random.Random, count: int) -> tuple[list[MemoryRows], list[MemoryRows]]:
-    """``count`` distractor segments, split at a uniform point into those before and after the example's text."""
-    drawn = pool.draw(rng, count)
+def _split_draw(pool: DistractorPool, rng: random.Random, count: int, whole: int = 0) -> tuple[list[MemoryRows], list[MemoryRows]]:
+    """``count`` distractor segments (the first ``whole`` read whole), split at a uniform point into those before
+    and after the example's text."""
+    drawn = pool.draw(rng, count, whole)
     split = rng.randint(0, count)
     return drawn[:split], drawn[split:]
 

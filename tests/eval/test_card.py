@@ -85,3 +85,7 @@ def test_the_card_script_runs_on_the_default_adapter_fallback(tmp_path):
             main([*args, "--samples", "1", "--out", str(tmp_path / "other"), "--systems", "rag"])
     table = json.loads((tmp_path / "card" / "card.json").read_text())["table"]
     assert {row["system"] for row in table} == {"truncated", "lcirc-memory"}, "only the chosen systems are measured"
+    with one_torch_thread(), default_adapter_loading():
+        assert main([*args, "--samples", "1", "--out", str(tmp_path / "ppl"), "--systems", "truncated", "--tasks", "perplexity"]) == 0
+    table = json.loads((tmp_path / "ppl" / "card.json").read_text())["table"]
+    assert {row["task"] for row in table} == {"perplexity"}, "only the chosen tasks are measured"

@@ -21,6 +21,7 @@ from lcirc_plugins.eval.systems import (
     TruncatedBackbone,
     build_systems,
 )
+from lcirc_plugins.model.layer_memory import slots_in
 
 
 @pytest.fixture
@@ -225,3 +226,18 @@ def test_memory_only_lcirc_answers_as_the_product_does(make_lcirc, sample_text):
     assert system.name == "lcirc-memory" and answer == product
     assert math.isfinite(memory_nll) and memory_nll != pytest.approx(windowed_nll), "perplexity with the context in memory only"
     assert windowed != answer, "the default system keeps the context's last tokens in the window"
+
+
+def test_qd_lcirc_reads_the_question_s_segment_whole_and_lcirc_its_slots(make_lcirc, ids):
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, slot_selection=True, query_dependent=True, whole_segments=1)
+    head = ids[:600]
+    length = model.config.segment_len
+    question = model.tokenizer.encode("Where is " + model.tokenizer.decode(head[3 * length + 4 : 3 * length + 20]) + "?")
+    with one_torch_thread():
+        plain = LCIRCSystem(model, use_query=False)._compress(head, question)
+        conditioned = LCIRCSystem(model, keep_window=False)._compress(head, question)
+        whole = model.segment_states(torch.tensor(head[3 * length : 4 * length])[None])[0].float()
+    at = (conditioned.positions + conditioned.span >= 3 * length) & (conditioned.positions + conditioned.span < 4 * length)
+    assert len(plain.features) == slots_in(600, length, 8) and int(at.sum()) == length
+    torch.testing.assert_close(conditioned.features[at], whole, rtol=1e-5, atol=1e-5)
+    assert conditioned.bias is not None and len(conditioned.bias) == len(conditioned.features)

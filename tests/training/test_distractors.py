@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
@@ -116,3 +117,24 @@ def test_distractor_draws_follow_the_data_position(make_lcirc, tmp_path):
         next(trainer.data)
         seen.add(drawn())
     assert len(seen) > 3, "every example draws its own"
+
+
+def test_a_whole_example_reads_every_token_among_slotted_and_whole_distractors(make_lcirc, tmp_path):
+    model = make_lcirc("llama", **SELECTING)
+    pool = DistractorPool(model, str(SAMPLE_BOOK), size=4, seed=0)
+    own = [torch.randint(5, 1000, (1, 32)), torch.randint(5, 1000, (1, 20))]
+    with torch.no_grad():
+        rows = compress_for_training(model, own, set(), whole=True)
+        reference = torch.cat([model.segment_states(ids) for ids in own], dim=1)
+        drawn = pool.draw(random.Random(0), 3, whole=1)
+    assert torch.equal(rows.features, reference) and rows.token_scores is None
+    assert torch.equal(rows.positions, torch.arange(-52, 0, dtype=torch.float32)[None])
+    assert [d.features.shape[1] for d in drawn] == [32, 4, 4], "the first drawn segment whole, the others as slots"
+    assert 0 not in pool.cache or pool.cache[0].features.shape[1] == 4, "whole segments are never cached"
+
+    trainer = Trainer(_config(tmp_path, whole_share=1.0, eval_distractors=str(SAMPLE_BOOK), eval_every=2, eval_examples=2, steps=2), model=model)
+    trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"eval_whole_loss", "eval_whole_answer_contains"} <= set(records[-1])
+    with pytest.raises(ConfigError, match="whole_share"):
+        TrainConfig(whole_share=1.5)

@@ -388,3 +388,40 @@ def test_synthetic_mixtures_draw_every_task_and_grow_with_the_curriculum(smollm2
     assert max(tokens[:10]) < max(tokens[-20:]), "contexts grow as the curriculum advances"
     with pytest.raises(LCIRCError, match="unknown synthetic task 'pasky'"):
         next(ExampleStream(smollm2_tokenizer, _config(tmp_path, stage="qa", data="synthetic:pasky")))
+
+
+def _text_folder(tmp_path, count: int = 20):
+    """``count`` documents cut from the sample book (every 20th is held out for evaluation)."""
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    text = SAMPLE_BOOK.read_text(encoding="utf-8")
+    size = len(text) // count
+    for i in range(count):
+        (folder / f"{i:02d}.txt").write_text(text[i * size : (i + 1) * size], encoding="utf-8")
+    return folder
+
+
+def test_a_share_of_qa_examples_continue_plain_text_and_are_evaluated_with_and_without_memory(make_lcirc, smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    folder = _text_folder(tmp_path)
+    config = _config(tmp_path, stage="qa", data="synthetic:passkey", lm_data=str(folder), lm_share=0.5, max_segments=2)
+    stream = ExampleStream(smollm2_tokenizer, config, shuffle_buffer=1)
+    examples = [next(stream) for _ in range(40)]
+    continuations = [e for e in examples if e.query_ids is None]
+    assert 8 <= len(continuations) <= 32, "about half continue plain text"
+    assert all(bool((e.labels == e.input_ids).all()) and len(e.input_ids) == 16 for e in continuations), "loss on every window token"
+    questions = [e for e in examples if e.query_ids is not None]
+    assert len(questions) + len(continuations) == 40 and all(bool((e.labels == -100).any()) for e in questions)
+    eval_examples = [next(ExampleStream(smollm2_tokenizer, config, "eval", shuffle_buffer=1)) for _ in range(3)]
+    assert all(e.query_ids is not None for e in eval_examples), "held-out QA stays QA"
+
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, slot_selection=True)
+    trainer = Trainer(_config(tmp_path / "run", stage="qa", data="synthetic:passkey", lm_data=str(folder), lm_share=0.5, steps=2, eval_every=2, eval_examples=2), model=model)
+    trainer.train()
+    record = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()][-1]
+    assert record["eval_lm_loss"] > 0 and record["eval_lm_loss_no_memory"] > 0
+    with pytest.raises(ConfigError, match="lm_share"):
+        TrainConfig(stage="qa", lm_share=0.5)
+    with pytest.raises(ConfigError, match="lm_share"):
+        TrainConfig(stage="lm", lm_data=str(folder), lm_share=0.5)

@@ -1,0 +1,54 @@
+"""Whole segments: the question's most relevant segments read token by token, the rest from their slots.
+
+Why (docs/TRAINING_FINDINGS.md, "Whole segments"): a segment's 16 kept tokens of 512 carry a number, not a name
+or a phrase the backbone must copy word for word. A question names what it asks about, so BM25 over the memory's
+own segment texts (the token ids a memory keeps anyway) finds the passage that states it, and that segment is read
+whole: every token's states at every memory layer, at their own positions, in place of its slots. Segments are
+compressed independently, so one frozen forward over the k chosen segments gives exactly the states the build
+saw; the cost is bounded by k segments, never the book. This is the layer reader's QD recompression.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from .passages import bm25_scores
+
+
+def relevant_segments(
+    tokenizer: PreTrainedTokenizerBase, token_ids: torch.Tensor, segment_len: int, question: str, k: int
+) -> list[int]:
+    """The ``k`` segments of ``token_ids`` that BM25 ranks highest for ``question``, in text order.
+
+    A segment that shares no word with the question is never chosen (it is no evidence).
+    """
+    if k <= 0 or not question:
+        return []
+    texts = [tokenizer.decode(piece.tolist()) for piece in token_ids.split(segment_len)]
+    scores = bm25_scores(question, texts)
+    best = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:k]
+    return sorted(i for i in best if scores[i] > 0)
+
+
+@torch.no_grad()
+def with_whole_segments(
+    model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, segments: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Layer-memory rows [N, M, d] at token positions [N] (from the text's start) with every row of ``segments``
+    replaced by all of that segment's token states; rows stay in text order."""
+    if not segments:
+        return features, positions
+    length = model.config.segment_len
+    keep = ~torch.isin((positions // length).long(), torch.tensor(segments))
+    new_features, new_positions = [features[keep]], [positions[keep]]
+    pieces = {s: token_ids[s * length : (s + 1) * length].long() for s in segments}
+    for size in sorted({len(p) for p in pieces.values()}):  # full segments in one batch, a short last one alone
+        batch = [s for s in segments if len(pieces[s]) == size]
+        states = model.segment_states(torch.stack([pieces[s] for s in batch])).to(features.device, features.dtype)
+        for s, segment_states in zip(batch, states):
+            new_features.append(segment_states)
+            new_positions.append(torch.arange(size, dtype=positions.dtype, device=positions.device) + s * length)
+    features, positions = torch.cat(new_features), torch.cat(new_positions)
+    order = positions.argsort(stable=True)
+    return features[order], positions[order]
