@@ -25,9 +25,7 @@ from performance import BACKBONE, NEW_TOKENS, QUESTION, REPORT, RESULTS_DIR, bes
 from report_sections import write_section
 
 SECTION = "layer-reader-cost"
-LAYER_CONFIG = {
-    "reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_selection": True, "query_dependent": True, "whole_segments": 2,
-}  # fmt: skip
+LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_selection": True, "query_dependent": True}
 
 
 def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
@@ -50,7 +48,7 @@ def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
     floor, _ = best_of(1, prefill)
     # N memories read together: the QD step and the answer see N times the slots (a 1M-token memory as 8 books of
     # 128K), while the build and its floor are one book's.
-    question, rows = best_of(3, lambda: model.read_memories([model.for_question(memory, QUESTION)] * copies, QUESTION))
+    question, rows = best_of(3, lambda: model.read_memories([memory] * copies, QUESTION))
     prompt = model.prompt_ids(QUESTION, NEW_TOKENS)
 
     def answer(memory_rows: Any) -> float:
@@ -69,7 +67,6 @@ def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
         "books": copies,
         "tokens_per_slot": tokens_per_slot,
         "slots": memory.num_vectors * copies,
-        "rows_read": int(rows.features.shape[0]),
         "memory_layers": layers,
         "floats_per_token": memory.features[0].numel() / tokens_per_slot,
         "memory_mib_float32": memory.features.numel() * 4 * copies / 2**20,
@@ -93,10 +90,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "`python benchmarks/layer_reader_cost.py` (untrained adapter of the layer reader's architecture: "
             f"{rows[0]['memory_layers']} memory layers, d = 576, salience-selected slots, QD; {rows[0]['torch_threads']} torch threads). "
             "Build = one frozen forward over the book up to the last memory layer, then slot selection; the floor is "
-            "the backbone's own segment-wise prefill of the same tokens. A question re-reads at most its "
-            f"{LAYER_CONFIG['whole_segments']} most relevant segments per book, never the book: the QD step reads them whole "
-            "(`LCIRCModel.for_question`: BM25 over the segments' text, one frozen forward over those segments) and scores every "
-            "row for the question (`LCIRCModel.read_memories`). A row of N books reads N memories of the "
+            "the backbone's own segment-wise prefill of the same tokens. A question re-reads no text: the QD step "
+            "scores the stored slots for it (`LCIRCModel.read_memories`). A row of N books reads N memories of the "
             "size shown at once (QD step and answer over all their slots); its build and floor are one book's."
         ),
         "",
