@@ -23,7 +23,7 @@ from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.memory import MemoryRows
 from ..model.passages import bm25_scores
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
-from ..model.whole_segments import relevant_segments, with_whole_segments
+from ..model.whole_segments import read_whole
 from .flops import AdapterShape, DecoderShape, decoder_flops, flops_full, flops_lcirc, flops_truncated
 
 _MARGIN = 8  # tokens kept free when a decoded context is re-tokenized inside a prompt
@@ -264,12 +264,8 @@ class LCIRCSystem(_Base):
 
     def _whole_segments(self, rows: MemoryRows, head_ids: torch.Tensor, question: str) -> MemoryRows:
         """``LCIRCModel.for_question`` on rows made for one prompt: the question's segments read whole."""
-        length = self.model.config.segment_len
-        segments = relevant_segments(self.model.tokenizer, head_ids, length, question, self.model.config.whole_segments)
-        if not segments:
-            return rows
-        features, positions = with_whole_segments(self.model, head_ids, rows.features, rows.positions + rows.span, segments)
-        return dataclasses.replace(rows, features=features, positions=positions - rows.span)
+        whole = read_whole(self.model, head_ids, rows.features, rows.positions + rows.span, question)
+        return rows if whole is None else dataclasses.replace(rows, features=whole[0], positions=whole[1] - rows.span)
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)

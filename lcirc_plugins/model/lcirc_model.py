@@ -28,7 +28,7 @@ from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 from .provenance import Provenance, answer_provenance
 from .streaming import GenerationStream
-from .whole_segments import relevant_segments, with_whole_segments
+from .whole_segments import read_whole
 
 DEFAULT_ADAPTER_DIR = Path(__file__).resolve().parent.parent / "adapters" / "default"
 Progress = bool | Callable[[int, int], None]
@@ -421,15 +421,11 @@ class LCIRCModel(nn.Module):
 
         A view: the stored memory is unchanged, and provenance maps the view's rows to segments as usual.
         """
-        k = self.config.whole_segments
-        if not (k and question and memory.reads_layers):
+        if not (self.config.whole_segments and question and memory.reads_layers):
             return memory
         memory.check_compatible(self.adapter_fingerprint, self.signature)
-        segments = relevant_segments(self.tokenizer, memory.token_ids, memory.segment_len, question, k)
-        if not segments:
-            return memory
-        features, positions = with_whole_segments(self, memory.token_ids, memory.features, memory.positions, segments)
-        return dataclasses.replace(memory, features=features, positions=positions)
+        whole = read_whole(self, memory.token_ids, memory.features, memory.positions, question)
+        return memory if whole is None else dataclasses.replace(memory, features=whole[0], positions=whole[1])
 
     def read_memories(
         self, memories: Sequence[CompressedMemory], question: str | None = None, *, query_dependent: bool = True

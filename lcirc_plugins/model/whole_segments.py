@@ -52,3 +52,13 @@ def with_whole_segments(
     features, positions = torch.cat(new_features), torch.cat(new_positions)
     order = positions.argsort(stable=True)
     return features[order], positions[order]
+
+
+def read_whole(
+    model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, question: str | None
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Rows as ``question`` reads them (``model.config.whole_segments`` of its segments whole), or None when it
+    picks none: the one QD recompression of stored memories and of evaluation rows."""
+    k = model.config.whole_segments
+    segments = relevant_segments(model.tokenizer, token_ids, model.config.segment_len, question or "", k)
+    return with_whole_segments(model, token_ids, features, positions, segments) if segments else None

@@ -83,8 +83,9 @@ class LCIRCTrainingModule(nn.Module):
             memory = surround(memory, *distractors, self.model, example.query_ids)
         labels = example.labels[None].to(self.model.device)
         out = self.model(example.input_ids[None], memory=memory if use_memory else None, labels=labels)
-        # The scorer learns where answers read; a continuation reads mostly the text just before it.
-        scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 and example.query_ids is not None else None
+        # In a qa run the scorer learns where answers read, not where a mixed-in continuation (lm_share) reads.
+        continuation = self.config.lm_share > 0 and example.query_ids is None
+        scores = getattr(memory, "token_scores", None) if self.config.salience_distill > 0 and not continuation else None
         if not self.model.training or not example.segments or (self.config.distill <= 0 and scores is None):
             return out.loss
         context_len = sum(s.shape[1] for s in example.segments)
