@@ -25,10 +25,10 @@ from lcirc_plugins.model.passages import rank_passages
 BOOK = shared_data_dir() / "books" / "stevenson-treasure-island.txt"
 
 
-def refined_rows(model, memory, segments: list[int], question: str, skip_first: bool) -> MemoryRows:
-    """The memory's rows with ``segments`` replaced by every token's states."""
+def refined_rows(model, memory, segments: list[int], question: str, skip_first: bool, keep_slots: bool = False) -> MemoryRows:
+    """The memory's rows with ``segments`` replaced by (or, with ``keep_slots``, added beside) every token's states."""
     L = memory.segment_len
-    keep = ~torch.isin(memory.segment_of_rows(), torch.tensor(segments))
+    keep = torch.ones(memory.num_vectors, dtype=torch.bool) if keep_slots else ~torch.isin(memory.segment_of_rows(), torch.tensor(segments))
     feats, pos = [memory.features[keep]], [memory.positions[keep]]
     for s in segments:
         ids = memory.token_ids[s * L : (s + 1) * L].long()
@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=6)
     parser.add_argument("--top_k", type=int, default=2)
     parser.add_argument("--skip_first", action="store_true")
+    parser.add_argument("--keep_slots", action="store_true", help="add the whole segments beside their kept tokens")
     args = parser.parse_args()
     model = load_model(args.adapter)
     text = Path(BOOK).read_text(encoding="utf-8-sig")
@@ -66,8 +67,8 @@ def main() -> None:
         line = f"{i} depth {example.depth:.2f} answer {example.answer!r} oracle {oracle} bm25 {top}"
         variants = {
             "stored": model.read_memories([memory], example.question),
-            "oracle": refined_rows(model, memory, [oracle], example.question, args.skip_first),
-            f"bm25-{args.top_k}": refined_rows(model, memory, sorted(top), example.question, args.skip_first),
+            "oracle": refined_rows(model, memory, [oracle], example.question, args.skip_first, args.keep_slots),
+            f"bm25-{args.top_k}": refined_rows(model, memory, sorted(top), example.question, args.skip_first, args.keep_slots),
         }
         for name, rows in variants.items():
             t = time.perf_counter()
