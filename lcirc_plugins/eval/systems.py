@@ -21,7 +21,7 @@ import torch
 from ..errors import LCIRCError
 from ..model.lcirc_model import LCIRCModel, PreparedPrompt
 from ..model.memory import MemoryRows
-from ..model.passages import bm25_scores
+from ..model.passages import best_first, bm25_scores
 from ..model.prompting import DEFAULT_SYSTEM_PROMPT, build_prompt
 from ..model.whole_segments import read_whole
 from .flops import AdapterShape, DecoderShape, decoder_flops, flops_full, flops_lcirc, flops_truncated
@@ -315,7 +315,7 @@ class BM25RAG(_Base):
         """Chunk indices, best BM25 score first (ties keep source order)."""
         texts = [self.tokenizer.decode(c) for c in chunk_ids]
         scores = bm25_scores(query, texts)
-        return sorted(range(len(texts)), key=lambda i: (-scores[i], i))[: self.top_k]
+        return best_first(scores, self.top_k)
 
     def retrieve(self, context_text: str, question: str) -> list[str]:
         """The texts of the ``top_k`` passages for ``question``, best first."""

@@ -24,7 +24,7 @@ from pydantic import ConfigDict, Field, PrivateAttr
 from ..errors import ConfigError, CorruptFileError, EmptyInputError
 from ..model.lcirc_model import LCIRCModel
 from ..model.memory import CompressedMemory
-from ..model.passages import Passage, bm25_scores, passages
+from ..model.passages import Passage, best_first, bm25_scores, passages
 
 INDEX_NAME = "lcirc_retriever.json"
 MEMORY_FOLDER = "memories"
@@ -61,7 +61,7 @@ def rank_documents(
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ConfigError(f"k must be a positive integer, got {k!r}")
     scores = bm25_scores(query, [p.text for _, p in candidates])
-    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))[:k]
+    order = best_first(scores, k)
     docs = []
     for i in order:
         index, p = candidates[i]

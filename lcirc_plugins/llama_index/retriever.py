@@ -10,7 +10,7 @@ from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.schema import NodeRelationship, NodeWithScore, QueryBundle, RelatedNodeInfo, TextNode
 
 from ..errors import ConfigError, EmptyInputError
-from ..model.passages import Passage, bm25_scores
+from ..model.passages import Passage, best_first, bm25_scores
 
 if TYPE_CHECKING:  # the index imports this module, not the other way round
     from .memory_index import CompressedMemoryIndex
@@ -86,7 +86,7 @@ class CompressedMemoryRetriever(BaseRetriever):
             raise EmptyInputError("the index holds no documents")
         candidates = [(memory_id, passage) for memory_id in memory_ids for passage in self._index.passages(memory_id)]
         scores = bm25_scores(query, [passage.text for _, passage in candidates])
-        order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))[: self._top_k]
+        order = best_first(scores, self._top_k)
         return [NodeWithScore(node=self._passage_node(*candidates[i]), score=scores[i]) for i in order]
 
     async def _aretrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:

@@ -69,9 +69,14 @@ def bm25_scores(query: str, documents: list[str], k1: float = 1.5, b: float = 0.
     return scores
 
 
+def best_first(scores: list[float], k: int) -> list[int]:
+    """Indices of the ``k`` highest ``scores``, best first; ties keep source order (every BM25 ranking here)."""
+    return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
 def rank_passages(memory: CompressedMemory, tokenizer: PreTrainedTokenizerBase, query: str, top_k: int = 3) -> list[Passage]:
     """The ``top_k`` passages of ``memory`` most relevant to ``query``, best first (ties keep source order)."""
     candidates = passages(memory, tokenizer)
     scores = bm25_scores(query, [p.text for p in candidates])
-    order = sorted(range(len(candidates)), key=lambda i: (-scores[i], i))[:top_k]
+    order = best_first(scores, top_k)
     return [Passage(candidates[i].segment, candidates[i].text, candidates[i].start, candidates[i].end, scores[i]) for i in order]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from .passages import bm25_scores
+from .passages import best_first, bm25_scores
 
 
 def relevant_segments(
@@ -27,7 +27,7 @@ def relevant_segments(
         return []
     texts = [tokenizer.decode(piece.tolist()) for piece in token_ids.split(segment_len)]
     scores = bm25_scores(question, texts)
-    best = sorted(range(len(texts)), key=lambda i: (-scores[i], i))[:k]
+    best = best_first(scores, k)
     return sorted(i for i in best if scores[i] > 0)
 
 

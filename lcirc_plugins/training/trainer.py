@@ -433,24 +433,14 @@ class Trainer:
         previous = None
         for index in range(self.config.eval_examples):
             example = next(stream)
-            distractors = None
-            if self.eval_pool is not None:  # the held-out text read at the curriculum's current length
-                distractors = _split_draw(
-                    self.eval_pool, random.Random(f"{self.config.seed}-eval-{index}"), self.distractor_level
-                )
-            memory = self.core.memory(example)
-            if distractors is not None:
-                memory = surround(memory, *distractors, self.model, example.query_ids)
+            memory, distractors = self._among_held_out(self.core.memory(example), f"eval-{index}", example.query_ids)
             losses["eval_loss"].append(self.module(example, memory=memory).item())
             if "eval_answer_exact" in losses:
                 exact, contains = answer_matches(self.model, example, memory)
                 losses["eval_answer_exact"].append(float(exact))
                 losses["eval_answer_contains"].append(float(contains))
             if "eval_whole_answer_contains" in losses:  # read as a question's whole segments are, with one whole distractor
-                whole = self.core.memory(example, whole=True)
-                if self.eval_pool is not None:
-                    draw = random.Random(f"{self.config.seed}-eval-{index}")
-                    whole = surround(whole, *_split_draw(self.eval_pool, draw, self.distractor_level, whole=1), self.model, example.query_ids)
+                whole, _ = self._among_held_out(self.core.memory(example, whole=True), f"eval-{index}", example.query_ids, whole=1)
                 losses["eval_whole_loss"].append(self.module(example, memory=whole).item())
                 exact, contains = answer_matches(self.model, example, whole)
                 losses["eval_whole_answer_exact"].append(float(exact))
@@ -465,6 +455,16 @@ class Trainer:
         self.model.train(was_training)
         return {name: sum(values) / len(values) for name, values in losses.items() if values}
 
+    def _among_held_out(
+        self, memory: MemoryRows, key: str, query_ids: torch.Tensor | None, whole: int = 0
+    ) -> tuple[MemoryRows, tuple[list[MemoryRows], list[MemoryRows]] | None]:
+        """``memory`` read among held-out distractor segments at the curriculum's current length (the first ``whole``
+        of them whole), drawn by ``key`` so every variant of one example reads the same; and the draw."""
+        if self.eval_pool is None:
+            return memory, None
+        drawn = _split_draw(self.eval_pool, random.Random(f"{self.config.seed}-{key}"), self.distractor_level, whole)
+        return surround(memory, *drawn, self.model, query_ids), drawn
+
     def _evaluate_language_modelling(self, examples: int = 6) -> dict[str, list[float]]:
         """Held-out continuation of ``lm_data`` (every 20th document) with its text in memory and without: the
         memory must lower this loss, never raise it (the card's perplexity)."""
@@ -473,10 +473,7 @@ class Trainer:
         losses: dict[str, list[float]] = {"eval_lm_loss": [], "eval_lm_loss_no_memory": []}
         for index in range(examples):
             example = next(stream)
-            memory = self.core.memory(example)
-            if self.eval_pool is not None:
-                draw = random.Random(f"{self.config.seed}-eval-lm-{index}")
-                memory = surround(memory, *_split_draw(self.eval_pool, draw, self.distractor_level), self.model, None)
+            memory, _ = self._among_held_out(self.core.memory(example), f"eval-lm-{index}", None)
             losses["eval_lm_loss"].append(self.module(example, memory=memory).item())
             losses["eval_lm_loss_no_memory"].append(self.module(example, use_memory=False).item())
         return losses
