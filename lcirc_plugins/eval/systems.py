@@ -265,7 +265,7 @@ class LCIRCSystem(_Base):
     def _whole_segments(self, rows: MemoryRows, head_ids: torch.Tensor, question: str) -> MemoryRows:
         """``LCIRCModel.for_question`` on rows made for one prompt: the question's segments read whole."""
         whole = read_whole(self.model, head_ids, rows.features, rows.positions + rows.span, question)
-        return rows if whole is None else dataclasses.replace(rows, features=whole[0], positions=whole[1] - rows.span)
+        return rows if whole is None else dataclasses.replace(rows, features=whole[0], positions=whole[1] - rows.span, whole=whole[2])
 
     def nll(self, context_ids: Sequence[int], target_ids: Sequence[int]) -> float:
         context, target = _ids(context_ids), _ids(target_ids)

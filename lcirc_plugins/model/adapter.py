@@ -43,7 +43,9 @@ class LCIRCAdapter(nn.Module):
             if layers is None:
                 raise ValueError("the layer reader needs the backbone's decoder layers")
             self.compressor: RecurrentCompressor | LayerMemoryCompressor = LayerMemoryCompressor(dim, config)
-            blocks: dict[str, nn.Module] = {str(i): LayerReader(anatomy(layers[i]), config.lora_rank, config.gate_init) for i in gca_layers}
+            blocks: dict[str, nn.Module] = {
+                str(i): LayerReader(anatomy(layers[i]), config.lora_rank, config.gate_init, config.whole_reader) for i in gca_layers
+            }
         else:
             self.compressor = RecurrentCompressor(dim, config)
             blocks = {str(i): GatedCrossAttentionBlock(dim, dim, config.head_dim, config.ffn_mult, config.gate_init) for i in gca_layers}

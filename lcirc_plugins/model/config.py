@@ -106,6 +106,17 @@ class LCIRCConfig:
             "book); the rest is read from its slots (0: slots only)."
         },
     )
+    whole_reader: bool = field(
+        default=False,
+        metadata={
+            "help": "With whole_segments: the whole segments are read by a second reader per layer with its own LoRA deltas "
+            "and gate (closed at first), so learning to read whole segments cannot move how the slots are read."
+        },
+    )
+    whole_beside: bool = field(
+        default=False,
+        metadata={"help": "With whole_reader: a whole segment's own slots stay beside its whole rows (default: in their place)."},
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
@@ -132,6 +143,10 @@ class LCIRCConfig:
             raise ConfigError(f"whole_segments must be an integer >= 0, got {self.whole_segments!r}")
         if self.whole_segments and (self.reader != "layer" or self.slot_correction):
             raise ConfigError("whole_segments needs the 'layer' reader without slot_correction (segments compressed independently)")
+        if self.whole_reader and not self.whole_segments:
+            raise ConfigError("whole_reader reads the question's whole segments: set whole_segments >= 1 as well")
+        if self.whole_beside and not self.whole_reader:
+            raise ConfigError("whole_beside keeps slots beside whole rows for a second reader: set whole_reader as well")
         if self.ffn_mult <= 0:
             raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
         if self.segment_len > self.max_segment_len:

@@ -22,9 +22,38 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ..errors import UnsupportedBackboneError
 from .gated_cross_attention import GatedCrossAttentionBlock
-from .layer_reader import LayerReader, RotaryTables
+from .layer_reader import LayerReader, RotaryTables, WholeRows
 
 MemoryRotary = Callable[[int, torch.Tensor, torch.Tensor], RotaryTables]
+
+
+def _gather_rows(x: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    """Rows ``index`` [B, n] of ``x`` [B, N, ...] (None stays None)."""
+    if x is None:
+        return None
+    return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand(-1, -1, *x.shape[2:]))
+
+
+def _rows_of_kind(kind: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The indices [B, n] of the rows where ``kind`` [B, N] is True, in order and padded, and their mask
+    (None when no prompt needs padding)."""
+    counts = kind.sum(dim=1)
+    index = (~kind).to(torch.int8).argsort(dim=1, stable=True)[:, : int(counts.max())]
+    mask = torch.arange(index.shape[1], device=kind.device) < counts[:, None]
+    return index, None if bool(mask.all()) else mask
+
+
+@dataclass
+class _WholeSegments:
+    """The rows read whole, split from the slots for the whole reader (:class:`LayerReader` ``whole``)."""
+
+    memory: torch.Tensor  # [B, N_w, M, d]
+    mask: torch.Tensor | None
+    positions: torch.Tensor
+    index: torch.Tensor  # [B, N_w] where these rows were, and the slots' [B, N_s] (provenance puts them back)
+    slot_index: torch.Tensor
+    num_rows: int
+    kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +70,24 @@ class _Conditioning:
     # Provenance: per GCA layer, the attention mass each token put on each memory vector, [B, T, N], averaged
     # over heads and scaled by |tanh(gate)|.
     attention: dict[int, torch.Tensor] | None = None
+    whole: _WholeSegments | None = None
+
+    def split_whole(self, whole: torch.Tensor | None) -> None:
+        """Give the rows flagged by ``whole`` [B, N] to the whole reader; the slots stay here."""
+        if whole is None:
+            return
+        whole = whole.to(self.memory.device, torch.bool)
+        real = torch.ones_like(whole) if self.mask is None else self.mask
+        if not bool((whole & real).any()):
+            return
+        whole_index, whole_mask = _rows_of_kind(whole & real)
+        slot_index, slot_mask = _rows_of_kind(~whole & real)
+        self.whole = _WholeSegments(
+            _gather_rows(self.memory, whole_index), whole_mask, _gather_rows(self.positions, whole_index),
+            whole_index, slot_index, whole.shape[1],
+        )
+        self.memory, self.mask = _gather_rows(self.memory, slot_index), slot_mask
+        self.positions, self.bias = _gather_rows(self.positions, slot_index), _gather_rows(self.bias, slot_index)
 
 
 _ACTIVE: contextvars.ContextVar[_Conditioning | None] = contextvars.ContextVar("lcirc_memory", default=None)
@@ -110,16 +157,45 @@ class MemoryInjector:
         if index not in state.kv:
             block = self.blocks[index]
             if isinstance(block, LayerReader):
-                memory = state.memory[:, :, self.memory_index[index]]
-                rotary = None
-                if query_rotary is not None:
-                    if self.rotary is None or state.positions is None:
-                        raise UnsupportedBackboneError("this backbone's layers use rotary positions, but the memory has none")
-                    rotary = self.rotary(index, state.positions, query_rotary[0])
-                state.kv[index] = block.project_memory(memory, rotary)
+                state.kv[index] = self._layer_kv(index, block, state.memory, state.positions, query_rotary)
             else:
                 state.kv[index] = block.project_memory(state.memory.to(block.attn_gate.dtype))
         return state.kv[index]
+
+    def _layer_kv(
+        self, index: int, reader: LayerReader, memory: torch.Tensor, positions: torch.Tensor | None, query_rotary: RotaryTables | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rotary = None
+        if query_rotary is not None:
+            if self.rotary is None or positions is None:
+                raise UnsupportedBackboneError("this backbone's layers use rotary positions, but the memory has none")
+            rotary = self.rotary(index, positions, query_rotary[0])
+        return reader.project_memory(memory[:, :, self.memory_index[index]], rotary)
+
+    def _whole_rows(self, index: int, state: _Conditioning, query_rotary: RotaryTables | None) -> WholeRows | None:
+        """The whole reader's keys/values of the whole-segment rows (projected once per call), or None."""
+        whole = state.whole
+        if whole is None:
+            return None
+        reader = self.blocks[index].whole
+        if reader is None:
+            raise ValueError("this memory has whole-segment rows, but the adapter has no whole reader (whole_reader=False)")
+        if index not in whole.kv:
+            whole.kv[index] = self._layer_kv(index, reader, whole.memory, whole.positions, query_rotary)
+        return WholeRows(whole.kv[index], whole.mask)
+
+    def _provenance(self, block: LayerReader | GatedCrossAttentionBlock, state: _Conditioning, args: tuple, whole: WholeRows | None) -> torch.Tensor:
+        """What each token read of each memory row at this layer, [B, T, N], scaled by how open each gate is."""
+        read = block.attention_weights(*args).mean(dim=1) * torch.tanh(block.attn_gate).abs()
+        if whole is None:
+            return read
+        hidden, _, _, rotary, _ = args
+        read_whole = block.whole.attention_weights(hidden, whole.kv, whole.mask, rotary).mean(dim=1)
+        read_whole = read_whole * torch.tanh(block.whole.attn_gate).abs()
+        b, t = read.shape[:2]
+        rows = torch.zeros(b, t, state.whole.num_rows, dtype=read.dtype, device=read.device)
+        rows.scatter_add_(2, state.whole.slot_index[:, None].expand(b, t, -1), read)  # padding reads 0: adds nothing
+        return rows.scatter_add_(2, state.whole.index[:, None].expand(b, t, -1), read_whole)
 
     def _hook(self, index: int):
         block = self.blocks[index]
@@ -135,12 +211,12 @@ class MemoryInjector:
             rotary = kwargs.get("position_embeddings") if reads_layer else None
             kv = self._memory_kv(index, state, rotary)
             extra = (rotary, state.bias) if reads_layer else ()
+            whole = self._whole_rows(index, state, rotary) if reads_layer else None
             state.calls += 1
             hidden_in = hidden.to(block.attn_gate.dtype)
             if state.attention is not None:
-                weights = block.attention_weights(hidden_in, kv, state.mask, *extra).mean(dim=1)
-                state.attention[index] = weights * torch.tanh(block.attn_gate).abs()
-            out = block(hidden_in, kv, state.mask, *extra).to(hidden.dtype)
+                state.attention[index] = self._provenance(block, state, (hidden_in, kv, state.mask, *extra), whole)
+            out = (block(hidden_in, kv, state.mask, *extra, whole=whole) if reads_layer else block(hidden_in, kv, state.mask)).to(hidden.dtype)
             if positional:
                 return (out, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": out}
@@ -154,16 +230,20 @@ class MemoryInjector:
         mask: torch.Tensor | None = None,
         positions: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        whole: torch.Tensor | None = None,
         record_attention: bool = False,
     ) -> Iterator[_Conditioning | None]:
         """Within this block every forward of the backbone reads ``memory`` [B or 1, N, d] ([B, N, M, d], RoPE
-        ``positions`` [B, N] and an optional QD relevance ``bias`` [B, N] for the layer reader).
+        ``positions`` [B, N], an optional QD relevance ``bias`` [B, N] and the rows read whole by the whole reader,
+        ``whole`` [B, N], for the layer reader).
 
         With ``record_attention`` the yielded state's ``attention`` collects what each token read at each GCA layer.
         """
         state = None if memory is None else _Conditioning(self, memory, mask, positions, bias)
-        if state is not None and record_attention:
-            state.attention = {}
+        if state is not None:
+            state.split_whole(whole)
+            if record_attention:
+                state.attention = {}
         token = _ACTIVE.set(state)
         try:
             yield state

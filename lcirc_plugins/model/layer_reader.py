@@ -147,6 +147,14 @@ def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: tor
     return logits[:, None, None, :]
 
 
+@dataclass(frozen=True)
+class WholeRows:
+    """What the whole reader of one layer reads: keys/values of the whole-segment rows and their padding mask [B, N_w]."""
+
+    kv: tuple[torch.Tensor, torch.Tensor]
+    mask: torch.Tensor | None
+
+
 class LowRankDelta(nn.Module):
     """``x -> up(down(x))`` with ``up`` at zero: a LoRA delta that starts as nothing."""
 
@@ -166,9 +174,17 @@ class LayerReader(nn.Module):
 
     Only the LoRA deltas and the gate are parameters; the borrowed modules are kept out of the module tree
     (``object.__setattr__``), so they are neither saved with the adapter nor trained.
+
+    With ``whole_reader`` a second reader of the same heads (its own deltas and gate, closed at first) reads the
+    question's whole segments, the first reader the slots, each with its own softmax:
+
+        x = x + tanh(g) * Attn(x, slots) + tanh(g_whole) * Attn_whole(x, whole segments)
+
+    Why (docs/TRAINING_FINDINGS.md, "A second reader for whole segments"): one set of deltas trained on both
+    traded reading 16 kept tokens of a segment against reading all 512.
     """
 
-    def __init__(self, parts: AttentionAnatomy, lora_rank: int, gate_init: float = 0.0) -> None:
+    def __init__(self, parts: AttentionAnatomy, lora_rank: int, gate_init: float = 0.0, whole_reader: bool = False) -> None:
         super().__init__()
         object.__setattr__(self, "parts", parts)
         dim, q_width, kv_width = parts.dim, parts.num_heads * parts.head_dim, parts.num_kv_heads * parts.head_dim
@@ -185,6 +201,7 @@ class LayerReader(nn.Module):
             else None
         )
         self.attn_gate = nn.Parameter(torch.tensor([gate_init]))
+        self.whole = LayerReader(parts, lora_rank) if whole_reader else None  # closed: reads as without it
 
     def _delta(self, name: str, x: torch.Tensor) -> torch.Tensor | float:
         return 0.0 if self.lora is None else self.lora[name](x)
@@ -236,6 +253,8 @@ class LayerReader(nn.Module):
         scores = (grouped @ k.transpose(-1, -2)).float() * self.parts.scaling
         mask = _logit_mask(memory_mask, bias, torch.float32)
         probs = (scores if mask is None else scores + mask).softmax(dim=-1)
+        if memory_mask is not None:  # a prompt with no row to read (a batch where only some read whole segments)
+            probs = probs.masked_fill(~memory_mask.any(-1)[:, None, None, None], 0.0)
         if weights is not None:
             weights.append(probs.view(b, h, t, -1))
         heads = (probs.to(v.dtype) @ v).view(b, h, t, d)
@@ -255,6 +274,13 @@ class LayerReader(nn.Module):
         memory_mask: torch.Tensor | None = None,
         rotary: RotaryTables | None = None,
         bias: torch.Tensor | None = None,
+        whole: WholeRows | None = None,
     ) -> torch.Tensor:
-        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read."""
-        return hidden + torch.tanh(self.attn_gate) * self.read(hidden, memory_kv, memory_mask, rotary, bias)
+        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read (and the whole reader's)."""
+        out = hidden + torch.tanh(self.attn_gate) * self.read(hidden, memory_kv, memory_mask, rotary, bias)
+        if whole is None:
+            return out
+        read = self.whole.read(hidden, whole.kv, whole.mask, rotary)
+        if whole.mask is not None:  # a prompt without whole rows gets nothing from this reader (not o's bias)
+            read = read * whole.mask.any(-1)[:, None, None].to(read.dtype)
+        return out + torch.tanh(self.whole.attn_gate) * read

@@ -417,7 +417,8 @@ class LCIRCModel(nn.Module):
 
     def for_question(self, memory: CompressedMemory, question: str | None) -> CompressedMemory:
         """The memory as ``question`` reads it: with ``whole_segments`` = k, its k segments most relevant to the
-        question whole (every token's states, one frozen forward over k segments), the rest as slots.
+        question whole (every token's states, one frozen forward over k segments), the rest as slots (with
+        ``whole_beside``, every slot stays and the whole segments sit beside them). A whole reader reads the whole rows.
 
         A view: the stored memory is unchanged, and provenance maps the view's rows to segments as usual.
         """
@@ -425,7 +426,7 @@ class LCIRCModel(nn.Module):
             return memory
         memory.check_compatible(self.adapter_fingerprint, self.signature)
         whole = read_whole(self, memory.token_ids, memory.features, memory.positions, question)
-        return memory if whole is None else dataclasses.replace(memory, features=whole[0], positions=whole[1])
+        return memory if whole is None else dataclasses.replace(memory, features=whole[0], positions=whole[1], whole_rows=whole[2])
 
     def read_memories(
         self, memories: Sequence[CompressedMemory], question: str | None = None, *, query_dependent: bool = True
@@ -469,7 +470,7 @@ class LCIRCModel(nn.Module):
         reader, a padding mask [B, N] (None when nothing is padded), and for the layer reader RoPE positions
         [B, N] and the QD relevance bias [B, N] (or None)."""
         if memory is None:
-            return MemoryBatch(None, None, None, None)
+            return MemoryBatch(None, None, None, None, None)
         items = [memory] if isinstance(memory, (CompressedMemory, MemoryRows, torch.Tensor)) else list(memory)
         rows = []
         for m in items:
@@ -484,6 +485,7 @@ class LCIRCModel(nn.Module):
         if batched:  # one batch of training memories, all the same length
             first = rows[0]
             features, positions, bias, mask = first.features.to(self.device, dtype), first.positions, first.bias, None
+            whole = first.whole
         else:
             longest = max(len(r.features) for r in rows)
             features = torch.zeros(len(rows), longest, *rows[0].features.shape[1:], device=self.device, dtype=dtype)
@@ -491,6 +493,8 @@ class LCIRCModel(nn.Module):
             positions = torch.zeros(len(rows), longest, device=self.device) if self.adapter.reads_layers else None
             has_bias = any(r.bias is not None for r in rows)
             bias = torch.zeros(len(rows), longest, device=self.device, dtype=dtype) if has_bias else None
+            has_whole = any(r.whole is not None for r in rows)
+            whole = torch.zeros(len(rows), longest, device=self.device, dtype=torch.bool) if has_whole else None
             for i, r in enumerate(rows):
                 features[i, : len(r.features)] = r.features.to(features)
                 mask[i, : len(r.features)] = True
@@ -498,15 +502,19 @@ class LCIRCModel(nn.Module):
                     positions[i, : len(r.features)] = r.positions.to(positions)
                 if bias is not None and r.bias is not None:
                     bias[i, : len(r.features)] = r.bias.to(bias)
+                if whole is not None and r.whole is not None:
+                    whole[i, : len(r.features)] = r.whole.to(whole)
             mask = None if bool(mask.all()) else mask
         if positions is not None:
             positions = positions.to(self.device, torch.float32).reshape(features.shape[0], -1)
             positions = fold_positions(positions, self.config.position_horizon)
         if bias is not None:
             bias = bias.to(self.device).reshape(features.shape[0], -1)
+        if whole is not None:
+            whole = whole.to(self.device).reshape(features.shape[0], -1)
         if not self.adapter.reads_layers:
             features = self.adapter.compressor.memory_states(features)
-        return MemoryBatch(features, mask, positions, bias)
+        return MemoryBatch(features, mask, positions, bias, whole)
 
     @property
     def adapter_dtype(self) -> torch.dtype:
@@ -704,12 +712,13 @@ class LayerCompression(NamedTuple):
 
 
 class MemoryBatch(NamedTuple):
-    """The arguments of ``MemoryInjector.conditioned``: rows, padding mask, RoPE positions, QD bias."""
+    """The arguments of ``MemoryInjector.conditioned``: rows, padding mask, RoPE positions, QD bias, whole rows."""
 
     states: torch.Tensor | None
     mask: torch.Tensor | None
     positions: torch.Tensor | None
     bias: torch.Tensor | None
+    whole: torch.Tensor | None
 
 
 class _StopForward(Exception):

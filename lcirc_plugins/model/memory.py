@@ -18,7 +18,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from ..errors import CorruptFileError, MemoryMismatchError
+from ..errors import CorruptFileError, LCIRCError, MemoryMismatchError
 
 MEMORY_FORMAT_VERSION = "1"
 
@@ -58,6 +58,8 @@ class CompressedMemory:
         positions: layer reader only: [N] token position of each slot's centre in the source (RoPE).
         latents: layer reader with slot correction only: [S*K_lat, d] the recurrent latents after each
             segment (the state that appending continues from).
+        whole_rows: a question's view only (``LCIRCModel.for_question`` with a whole reader): [N] True on the
+            rows of its whole segments, which the whole reader reads; such a view is never saved.
 
     With the layer reader ``features`` is [N, M, d]: one slot state per memory layer.
     """
@@ -73,6 +75,7 @@ class CompressedMemory:
     metadata: dict[str, Any] = field(default_factory=dict)
     positions: torch.Tensor | None = None
     latents: torch.Tensor | None = None
+    whole_rows: torch.Tensor | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -143,6 +146,8 @@ class CompressedMemory:
     def save(self, path: str | Path) -> Path:
         """Write one ``.safetensors`` file (tensors + JSON header); written to a temp name, then renamed."""
         path = Path(path)
+        if self.whole_rows is not None:
+            raise LCIRCError("this is a question's view of a memory (its whole segments flagged for the whole reader): save the stored memory")
         header = {
             "lcirc_memory_format": MEMORY_FORMAT_VERSION,
             "num_chars": str(self.num_chars),
@@ -223,12 +228,36 @@ class MemoryRows:
     span: int = 0
     bias: torch.Tensor | None = None  # [N] QD relevance of each slot, added to the readers' attention logits
     token_scores: torch.Tensor | None = None  # training only: salience logits of every compressed token (slot selection)
+    whole: torch.Tensor | None = None  # [N] True on the rows the whole reader reads (whole segments)
 
     @classmethod
     def of(cls, memory: CompressedMemory, features: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> MemoryRows:
         """A memory's rows (or ``features`` recomputed from it, e.g. for a question) placed before the prompt."""
         positions = None if memory.positions is None else memory.positions.float() - memory.num_tokens
-        return cls(memory.features if features is None else features, positions, memory.num_tokens, bias)
+        return cls(memory.features if features is None else features, positions, memory.num_tokens, bias, whole=memory.whole_rows)
+
+    @classmethod
+    def beside(cls, slots: MemoryRows, whole: MemoryRows) -> MemoryRows:
+        """The same text's slots and its whole segments' rows (flagged for the whole reader), at their own positions.
+
+        Rows may carry a leading batch axis; the whole rows get no QD bias (the question already chose them).
+        """
+        lead, device = slots.features.shape[:-3], slots.features.device
+        flags = [
+            torch.zeros(*lead, slots.features.shape[-3], dtype=torch.bool, device=device),
+            torch.ones(*lead, whole.features.shape[-3], dtype=torch.bool, device=device),
+        ]
+        bias = None
+        if slots.bias is not None:
+            bias = torch.cat([slots.bias, torch.zeros(*lead, whole.features.shape[-3]).to(slots.bias)], dim=-1)
+        return cls(
+            torch.cat([slots.features, whole.features.to(slots.features)], dim=-3),
+            torch.cat([slots.positions, whole.positions.to(slots.positions)], dim=-1),
+            slots.span,
+            bias,
+            token_scores=slots.token_scores,
+            whole=torch.cat(flags, dim=-1),
+        )
 
     @classmethod
     def concat(cls, parts: list[MemoryRows], batched: bool = False) -> MemoryRows:
@@ -242,8 +271,11 @@ class MemoryRows:
             return cls(features, None, span)
         later = [sum(p.span for p in parts[i + 1 :]) for i in range(len(parts))]
         positions = torch.cat([p.positions - shift for p, shift in zip(parts, later)], dim=-1)
-        bias = None
+        bias = whole = None
         if any(p.bias is not None for p in parts):
             zeros = [torch.zeros(p.features.shape[: rows + 1]) for p in parts]
             bias = torch.cat([p.bias.float() if p.bias is not None else z for p, z in zip(parts, zeros)], dim=-1)
-        return cls(features, positions, span, bias)
+        if any(p.whole is not None for p in parts):
+            slots = [torch.zeros(p.features.shape[: rows + 1], dtype=torch.bool) for p in parts]
+            whole = torch.cat([p.whole.cpu() if p.whole is not None else s for p, s in zip(parts, slots)], dim=-1)
+        return cls(features, positions, span, bias, whole=whole)

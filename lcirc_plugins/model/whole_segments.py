@@ -33,15 +33,18 @@ def relevant_segments(
 
 @torch.no_grad()
 def with_whole_segments(
-    model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, segments: list[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Layer-memory rows [N, M, d] at token positions [N] (from the text's start) with every row of ``segments``
-    replaced by all of that segment's token states; rows stay in text order."""
-    if not segments:
-        return features, positions
+    model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, segments: list[int], beside: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Layer-memory rows [N, M, d] at token positions [N] (from the text's start) with all of the token states of
+    ``segments`` in place of their rows (or ``beside`` every row, for a whole reader); rows stay in text order.
+
+    Returns the rows, their positions and [N'] True on the whole segments' rows.
+    """
     length = model.config.segment_len
-    keep = ~torch.isin((positions // length).long(), torch.tensor(segments))
-    new_features, new_positions = [features[keep]], [positions[keep]]
+    kept = torch.ones(len(positions), dtype=torch.bool)
+    if not beside:
+        kept = ~torch.isin((positions // length).long().cpu(), torch.tensor(segments, dtype=torch.long))
+    new_features, new_positions = [features[kept]], [positions[kept]]
     pieces = {s: token_ids[s * length : (s + 1) * length].long() for s in segments}
     for size in sorted({len(p) for p in pieces.values()}):  # full segments in one batch, a short last one alone
         batch = [s for s in segments if len(pieces[s]) == size]
@@ -49,16 +52,23 @@ def with_whole_segments(
         for s, segment_states in zip(batch, states):
             new_features.append(segment_states)
             new_positions.append(torch.arange(size, dtype=positions.dtype, device=positions.device) + s * length)
+    whole = torch.arange(sum(len(p) for p in new_positions)) >= int(kept.sum())
     features, positions = torch.cat(new_features), torch.cat(new_positions)
     order = positions.argsort(stable=True)
-    return features[order], positions[order]
+    return features[order], positions[order], whole[order.cpu()]
 
 
 def read_whole(
     model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, question: str | None
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
     """Rows as ``question`` reads them (``model.config.whole_segments`` of its segments whole), or None when it
-    picks none: the one QD recompression of stored memories and of evaluation rows."""
-    k = model.config.whole_segments
-    segments = relevant_segments(model.tokenizer, token_ids, model.config.segment_len, question or "", k)
-    return with_whole_segments(model, token_ids, features, positions, segments) if segments else None
+    picks none: the one QD recompression of stored memories and of evaluation rows.
+
+    Returns the rows, their positions and, with a whole reader (``whole_reader``), [N'] True on the rows it reads.
+    """
+    config = model.config
+    segments = relevant_segments(model.tokenizer, token_ids, config.segment_len, question or "", config.whole_segments)
+    if not segments:
+        return None
+    features, positions, whole = with_whole_segments(model, token_ids, features, positions, segments, config.whole_beside)
+    return features, positions, whole if config.whole_reader else None

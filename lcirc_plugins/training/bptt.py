@@ -49,15 +49,17 @@ def compress_for_training(
     """
     compressor = model.adapter.compressor
     query_kv = model.question_kv(query_ids)
-    if whole and model.adapter.reads_layers:
-        return whole_rows(model, segments, query_kv)
+    read_whole = whole_rows(model, segments, query_kv) if whole and model.adapter.reads_layers else None
+    if read_whole is not None and not model.config.whole_beside:  # in place of the slots
+        return read_whole
     if model.adapter.reads_layers:  # per-layer slots; the frozen forward over each segment needs no graph
         slots, centres, latents, scores = model.compress_layer_segments(segments, grad_steps=grad_steps)
         span = sum(ids.shape[1] for ids in segments)
         bias = None
         if compressor.query_mixer is not None:  # QD: the question scores the slots
             bias = compressor.slot_bias(compressor.slot_latents(latents, [ids.shape[1] for ids in segments], slots), query_kv)
-        return MemoryRows(slots, centres - span, span, bias, token_scores=scores)
+        rows = MemoryRows(slots, centres - span, span, bias, token_scores=scores)
+        return rows if read_whole is None else MemoryRows.beside(rows, read_whole)  # for the whole reader
 
     def step(state: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         return compressor.step(state, compressor.segment_features(model.embed_tokens(ids)), None, query_kv)
@@ -77,9 +79,11 @@ def compress_for_training(
 
 
 def whole_rows(model: LCIRCModel, segments: list[torch.Tensor], query_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> MemoryRows:
-    """Layer-reader rows of every token of ``segments`` [B, L_i] at their positions before the decoder input."""
+    """Layer-reader rows of every token of ``segments`` [B, L_i] at their positions before the decoder input
+    (flagged for the whole reader when the adapter has one)."""
     states = torch.cat([model.segment_states(ids) for ids in segments], dim=1)  # (B, span, M, d), no graph
     span = states.shape[1]
     positions = (torch.arange(span, device=states.device, dtype=torch.float32) - span).expand(states.shape[0], -1)
     bias = model.adapter.compressor.slot_bias(states[:, :, 0], query_kv)
-    return MemoryRows(states, positions, span, bias)
+    whole = torch.ones(positions.shape, dtype=torch.bool, device=states.device) if model.config.whole_reader else None
+    return MemoryRows(states, positions, span, bias, whole=whole)

@@ -133,6 +133,13 @@ class TrainConfig:
             "token's states, as the question's most relevant segments are at answer time (LCIRCConfig.whole_segments)."
         },
     )
+    train_only: str = field(
+        default="",
+        metadata={
+            "help": "Comma-separated name fragments: only adapter parameters whose names contain one are trained, the rest "
+            "stay frozen (e.g. 'whole.' trains the whole readers and leaves how slots are read as it was); empty: all."
+        },
+    )
     min_doc_tokens: int = field(default=0, metadata={"help": "Skip documents shorter than this (FineWeb-Edu style filter)."})
     eval_every: int = field(default=100, metadata={"help": "Evaluate every n steps (0 disables)."})
     eval_examples: int = field(default=16, metadata={"help": "Held-out examples per evaluation."})

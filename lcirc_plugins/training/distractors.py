@@ -59,8 +59,10 @@ class DistractorPool:
 
     @torch.no_grad()
     def whole(self, index: int) -> MemoryRows:
-        """Segment ``index``'s every token [1, L, M, d] (not cached: 26 MB a segment for SmolLM2)."""
-        return whole_rows(self.model, [self.segments[index][None].to(self.model.device)])
+        """Segment ``index``'s every token [1, L, M, d] (not cached: 26 MB a segment for SmolLM2), beside its
+        slots when the adapter keeps them (``whole_beside``)."""
+        rows = whole_rows(self.model, [self.segments[index][None].to(self.model.device)])
+        return MemoryRows.beside(self.slots(index), rows) if self.model.config.whole_beside else rows
 
     @torch.no_grad()
     def slots(self, index: int) -> MemoryRows:

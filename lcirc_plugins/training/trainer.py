@@ -188,6 +188,16 @@ def build_model(config: TrainConfig) -> LCIRCModel:
     return LCIRCModel.from_backbone(config.backbone, LCIRCConfig(**config.adapter))
 
 
+def freeze_all_but(model: LCIRCModel, fragments: str) -> None:
+    """Train only the adapter parameters whose names contain one of the comma-separated ``fragments``."""
+    wanted = [f.strip() for f in fragments.split(",") if f.strip()]
+    names = [name for name, _ in model.adapter.named_parameters()]
+    if not any(f in name for f in wanted for name in names):
+        raise LCIRCError(f"train_only={fragments!r} names no adapter parameter (e.g. {names[:3]})")
+    for name, param in model.adapter.named_parameters():
+        param.requires_grad_(any(f in name for f in wanted))
+
+
 def lr_lambda(config: TrainConfig):
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -219,6 +229,8 @@ class Trainer:
                 f"(adapter max_segment_len={self.model.config.max_segment_len})"
             )
         self.model.train()
+        if config.train_only:
+            freeze_all_but(self.model, config.train_only)
         self.module = self.core = LCIRCTrainingModule(self.model, config)
         if not self.model.trainable_parameters():
             raise LCIRCError("the adapter has no trainable parameters (load it with is_trainable=True)")
@@ -358,7 +370,8 @@ class Trainer:
                         f"loss is {loss.item()} at step {self.step}: lower lr (now {c.lr}) or enable max_grad_norm; "
                         f"the last good checkpoint is in {self.output}"
                     )
-                self.accelerator.backward(loss / c.grad_accum)
+                if loss.requires_grad:  # with train_only, an example may not reach the trained parameters
+                    self.accelerator.backward(loss / c.grad_accum)
                 losses.append(loss.item())
                 tokens += sum(s.numel() for s in example.segments) + example.input_ids.numel()
             if c.max_grad_norm > 0:
