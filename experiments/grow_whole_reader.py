@@ -2,6 +2,7 @@
 
     .venv/bin/python experiments/grow_whole_reader.py runs/default-4-qd/adapter runs/r9-init --beside
     .venv/bin/python experiments/grow_whole_reader.py runs/default-4-qd/adapter runs/r10-init
+    .venv/bin/python experiments/grow_whole_reader.py runs/default-4-qd/adapter runs/r4-r5 --whole_from runs/default-5-whole/adapter
 
 ``LCIRCConfig(whole_reader=True)`` adds whole readers with closed gates (R8); this copies each layer's slot-reader
 deltas and gate into its whole reader instead, so training starts from the slot reader reading whole segments in
@@ -26,11 +27,12 @@ def main() -> None:
     parser.add_argument("out")
     parser.add_argument("--whole_segments", type=int, default=2)
     parser.add_argument("--beside", action="store_true", help="keep a whole segment's slots beside its whole rows (R9)")
+    parser.add_argument("--whole_from", default=None, help="copy the whole readers from this adapter's slot readers instead (e.g. R5's)")
     args = parser.parse_args()
     source = Path(args.adapter)
     weights = load_file(source / WEIGHTS_NAME)
     copies = {}
-    for name, tensor in weights.items():
+    for name, tensor in (load_file(Path(args.whole_from) / WEIGHTS_NAME) if args.whole_from else weights).items():
         layer, _, rest = name.partition(".")[2].partition(".")  # gca.<layer>.<rest>
         if name.startswith("gca.") and (rest.startswith("lora.") or rest == "attn_gate"):
             copies[f"gca.{layer}.whole.{rest}"] = tensor.clone()
