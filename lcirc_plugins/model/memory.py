@@ -271,11 +271,18 @@ class MemoryRows:
             return cls(features, None, span)
         later = [sum(p.span for p in parts[i + 1 :]) for i in range(len(parts))]
         positions = torch.cat([p.positions - shift for p, shift in zip(parts, later)], dim=-1)
-        bias = whole = None
-        if any(p.bias is not None for p in parts):
-            zeros = [torch.zeros(p.features.shape[: rows + 1]) for p in parts]
-            bias = torch.cat([p.bias.float() if p.bias is not None else z for p, z in zip(parts, zeros)], dim=-1)
-        if any(p.whole is not None for p in parts):
-            slots = [torch.zeros(p.features.shape[: rows + 1], dtype=torch.bool) for p in parts]
-            whole = torch.cat([p.whole.cpu() if p.whole is not None else s for p, s in zip(parts, slots)], dim=-1)
+        bias, whole = (_per_row(parts, name, rows, dtype) for name, dtype in (("bias", torch.float32), ("whole", torch.bool)))
         return cls(features, positions, span, bias, whole=whole)
+
+
+def _per_row(parts: list[MemoryRows], name: str, rows: int, dtype: torch.dtype) -> torch.Tensor | None:
+    """The per-row tensor ``name`` (QD bias, whole-row flags) of parts read in order; zeros where a part has none."""
+    if all(getattr(p, name) is None for p in parts):
+        return None
+    return torch.cat(
+        [
+            torch.zeros(p.features.shape[: rows + 1], dtype=dtype) if getattr(p, name) is None else getattr(p, name).to("cpu", dtype)
+            for p in parts
+        ],
+        dim=-1,
+    )
