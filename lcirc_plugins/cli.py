@@ -217,6 +217,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_graft(args: argparse.Namespace) -> int:
+    """An adapter whose whole readers start as another adapter's readers (how the shipped default is made)."""
+    import torch
+
+    from .model.lcirc_model import LCIRCModel
+
+    overrides = {"whole_reader": True, "whole_segments": args.whole_segments, "whole_softmax": args.whole_softmax}
+    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides)
+    donor = LCIRCModel.from_pretrained(args.whole_from, backbone=model.backbone, tokenizer=model.tokenizer)
+    donor.injector.detach()  # (loading it checked that it was trained on this backbone)
+    model.adapter.graft_whole_readers(donor.adapter)
+    path = model.save_pretrained(args.output, dtype=getattr(torch, args.dtype))
+    print(f"{path}: whole readers from {args.whole_from} ({args.whole_softmax} softmax), fingerprint {model.adapter_fingerprint[:12]}")
+    return 0
+
+
 # ----- parser and entry point ---------------------------------------------------------------------------
 
 
@@ -254,6 +270,16 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     export.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
     export.set_defaults(func=cmd_export)
+
+    graft = commands.add_parser("graft", help="give an adapter whole readers copied from another adapter's readers")
+    graft.add_argument("adapter_dir", help="the adapter whose slot readers, compressor and QD mixer are kept")
+    graft.add_argument("--whole-from", required=True, help="the adapter whose readers become the whole readers")
+    graft.add_argument("-o", "--output", required=True, help="directory to write")
+    graft.add_argument("--whole-segments", type=positive_int, default=2, help="segments a question reads whole")
+    graft.add_argument("--whole-softmax", choices=["separate", "joint"], default="joint")
+    graft.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="float32")
+    graft.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
+    graft.set_defaults(func=cmd_graft)
 
     info = commands.add_parser("info", help="describe a memory file")
     info.add_argument("memory")

@@ -44,7 +44,10 @@ class LCIRCAdapter(nn.Module):
                 raise ValueError("the layer reader needs the backbone's decoder layers")
             self.compressor: RecurrentCompressor | LayerMemoryCompressor = LayerMemoryCompressor(dim, config)
             blocks: dict[str, nn.Module] = {
-                str(i): LayerReader(anatomy(layers[i]), config.lora_rank, config.gate_init, config.whole_reader) for i in gca_layers
+                str(i): LayerReader(
+                    anatomy(layers[i]), config.lora_rank, config.gate_init, config.whole_reader, config.whole_softmax == "joint"
+                )
+                for i in gca_layers
             }
         else:
             self.compressor = RecurrentCompressor(dim, config)
@@ -54,6 +57,24 @@ class LCIRCAdapter(nn.Module):
 
     def blocks(self) -> dict[int, GatedCrossAttentionBlock | LayerReader]:
         return {int(i): block for i, block in self.gca.items()}  # type: ignore[misc]
+
+    def graft_whole_readers(self, donor: LCIRCAdapter) -> None:
+        """Start each layer's whole reader as ``donor``'s reader of that layer (its deltas and gate).
+
+        Why: a reader trained with whole segments (R5 in docs/TRAINING_FINDINGS.md) reads them best, and this
+        adapter's slot readers read slots best; the whole reader lets one adapter keep both.
+        """
+        if not all(isinstance(block, LayerReader) and block.whole is not None for block in self.gca.values()):
+            raise AdapterMismatchError("only a layer-reader adapter with whole_reader=True has whole readers to graft into")
+        if set(donor.gca) != set(self.gca):
+            raise AdapterMismatchError(f"the donor reads layers {sorted(map(int, donor.gca))}, this adapter {sorted(map(int, self.gca))}")
+        with torch.no_grad():
+            for index, block in self.gca.items():
+                reader = {name: t for name, t in donor.gca[index].state_dict().items() if not name.startswith("whole.")}
+                try:
+                    block.whole.load_state_dict(reader)
+                except RuntimeError as err:
+                    raise AdapterMismatchError(f"the donor's reader of layer {index} does not fit this adapter's: {err}") from err
 
     def fingerprint(self) -> str:
         """sha256 of the weights, recomputed only when a parameter changed (tensor version counters)."""

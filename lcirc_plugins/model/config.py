@@ -117,6 +117,14 @@ class LCIRCConfig:
         default=False,
         metadata={"help": "With whole_reader: a whole segment's own slots stay beside its whole rows (default: in their place)."},
     )
+    whole_softmax: str = field(
+        default="separate",
+        metadata={
+            "help": "With whole_reader: 'separate' reads slots and whole rows each with its own softmax and adds the two "
+            "gated reads; 'joint' scores each kind with its own reader's deltas in one softmax over all rows (QD bias on "
+            "both), so the question's whole rows take attention from the slots, as one shared reader's would."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
@@ -147,6 +155,10 @@ class LCIRCConfig:
             raise ConfigError("whole_reader reads the question's whole segments: set whole_segments >= 1 as well")
         if self.whole_beside and not self.whole_reader:
             raise ConfigError("whole_beside keeps slots beside whole rows for a second reader: set whole_reader as well")
+        if self.whole_softmax not in ("separate", "joint"):
+            raise ConfigError(f"whole_softmax is 'separate' or 'joint', got {self.whole_softmax!r}")
+        if self.whole_softmax != "separate" and not self.whole_reader:
+            raise ConfigError("whole_softmax chooses how a second reader's rows are read: set whole_reader as well")
         if self.ffn_mult <= 0:
             raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
         if self.segment_len > self.max_segment_len:

@@ -53,6 +53,7 @@ class _WholeSegments:
     index: torch.Tensor  # [B, N_w] where these rows were, and the slots' [B, N_s] (provenance puts them back)
     slot_index: torch.Tensor
     num_rows: int
+    bias: torch.Tensor | None  # [B, N_w] their QD bias (read with whole_softmax='joint')
     kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
 
 
@@ -84,7 +85,7 @@ class _Conditioning:
         slot_index, slot_mask = _rows_of_kind(~whole & real)
         self.whole = _WholeSegments(
             _gather_rows(self.memory, whole_index), whole_mask, _gather_rows(self.positions, whole_index),
-            whole_index, slot_index, whole.shape[1],
+            whole_index, slot_index, whole.shape[1], _gather_rows(self.bias, whole_index),
         )
         self.memory, self.mask = _gather_rows(self.memory, slot_index), slot_mask
         self.positions, self.bias = _gather_rows(self.positions, slot_index), _gather_rows(self.bias, slot_index)
@@ -182,15 +183,20 @@ class MemoryInjector:
             raise ValueError("this memory has whole-segment rows, but the adapter has no whole reader (whole_reader=False)")
         if index not in whole.kv:
             whole.kv[index] = self._layer_kv(index, reader, whole.memory, whole.positions, query_rotary)
-        return WholeRows(whole.kv[index], whole.mask)
+        return WholeRows(whole.kv[index], whole.mask, whole.bias)
 
     def _provenance(self, block: LayerReader | GatedCrossAttentionBlock, state: _Conditioning, args: tuple, whole: WholeRows | None) -> torch.Tensor:
         """What each token read of each memory row at this layer, [B, T, N], scaled by how open each gate is."""
-        read = block.attention_weights(*args).mean(dim=1) * torch.tanh(block.attn_gate).abs()
-        if whole is None:
-            return read
-        hidden, _, _, rotary, _ = args
-        read_whole = block.whole.attention_weights(hidden, whole.kv, whole.mask, rotary).mean(dim=1)
+        if whole is not None and getattr(block, "joint_softmax", False):
+            (slot_probs, slot_shape), (whole_probs, whole_shape) = block.joint_probs(*args, whole)
+            read = slot_probs.view(*slot_shape[:3], -1).mean(dim=1) * torch.tanh(block.attn_gate).abs()
+            read_whole = whole_probs.view(*whole_shape[:3], -1).mean(dim=1)
+        else:
+            read = block.attention_weights(*args).mean(dim=1) * torch.tanh(block.attn_gate).abs()
+            if whole is None:
+                return read
+            hidden, _, _, rotary, _ = args
+            read_whole = block.whole.attention_weights(hidden, whole.kv, whole.mask, rotary).mean(dim=1)
         read_whole = read_whole * torch.tanh(block.whole.attn_gate).abs()
         b, t = read.shape[:2]
         rows = torch.zeros(b, t, state.whole.num_rows, dtype=read.dtype, device=read.device)

@@ -147,12 +147,32 @@ def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: tor
     return logits[:, None, None, :]
 
 
+def _softmax_of_rows(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Softmax over memory rows; a prompt with no row to read (a batch where only some read whole segments) gets 0."""
+    probs = scores.softmax(dim=-1)
+    if mask is None:
+        return probs
+    return probs.masked_fill(~mask.any(-1)[:, None, None, None], 0.0)
+
+
+def _rows_or_all(mask: torch.Tensor | None, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    """A rows mask [B, N], all True where there is none (to join two kinds of rows in one softmax)."""
+    if mask is not None:
+        return mask
+    return torch.ones(hidden.shape[0], keys.shape[2], dtype=torch.bool, device=keys.device)
+
+
+KeysValues = tuple[torch.Tensor, torch.Tensor]
+
+
 @dataclass(frozen=True)
 class WholeRows:
-    """What the whole reader of one layer reads: keys/values of the whole-segment rows and their padding mask [B, N_w]."""
+    """What the whole reader of one layer reads: keys/values of the whole-segment rows, their padding mask [B, N_w]
+    and their QD bias [B, N_w] (read only with ``whole_softmax='joint'``)."""
 
     kv: tuple[torch.Tensor, torch.Tensor]
     mask: torch.Tensor | None
+    bias: torch.Tensor | None = None
 
 
 class LowRankDelta(nn.Module):
@@ -181,10 +201,14 @@ class LayerReader(nn.Module):
         x = x + tanh(g) * Attn(x, slots) + tanh(g_whole) * Attn_whole(x, whole segments)
 
     Why (docs/TRAINING_FINDINGS.md, "A second reader for whole segments"): one set of deltas trained on both
-    traded reading 16 kept tokens of a segment against reading all 512.
+    traded reading 16 kept tokens of a segment against reading all 512. With ``joint_softmax`` the two kinds are
+    scored by their own deltas but share one softmax, so whole rows that match the question take attention from
+    the slots instead of adding to them (findings, "One softmax for both readers").
     """
 
-    def __init__(self, parts: AttentionAnatomy, lora_rank: int, gate_init: float = 0.0, whole_reader: bool = False) -> None:
+    def __init__(
+        self, parts: AttentionAnatomy, lora_rank: int, gate_init: float = 0.0, whole_reader: bool = False, joint_softmax: bool = False
+    ) -> None:
         super().__init__()
         object.__setattr__(self, "parts", parts)
         dim, q_width, kv_width = parts.dim, parts.num_heads * parts.head_dim, parts.num_kv_heads * parts.head_dim
@@ -202,6 +226,7 @@ class LayerReader(nn.Module):
         )
         self.attn_gate = nn.Parameter(torch.tensor([gate_init]))
         self.whole = LayerReader(parts, lora_rank) if whole_reader else None  # closed: reads as without it
+        self.joint_softmax = joint_softmax
 
     def _delta(self, name: str, x: torch.Tensor) -> torch.Tensor | float:
         return 0.0 if self.lora is None else self.lora[name](x)
@@ -231,6 +256,27 @@ class LayerReader(nn.Module):
         q = self.parts.norm_query(self._heads(self.parts.query(normed) + self._delta("q", normed), self.parts.num_heads))
         return q if rotary is None else self.parts.rotary(q, *rotary)
 
+    def _scores(
+        self, hidden: torch.Tensor, memory_kv: KeysValues, memory_mask: torch.Tensor | None, rotary: RotaryTables | None, bias: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Size]:
+        """Attention logits of the memory rows [B, H_kv, group*T, N] (masked, QD bias added) and the query's shape."""
+        q = self._query(hidden, rotary)  # (B, H, T, head_dim)
+        k = memory_kv[0]  # (B or 1, H_kv, N, head_dim): one memory may serve a batch of prompts
+        b, h, t, d = q.shape
+        # The query heads that share a key/value head attend as one group: no per-head copy of the memory
+        # (measured: 2.5x less time per decoded token than fused attention over repeated heads, 4,096 slots).
+        grouped = q.reshape(b, k.shape[1], h // k.shape[1] * t, d)
+        scores = (grouped @ k.transpose(-1, -2)).float() * self.parts.scaling
+        mask = _logit_mask(memory_mask, bias, torch.float32)
+        return (scores if mask is None else scores + mask), q.shape
+
+    def _output(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The attention probabilities applied to the values, through the layer's output projection: [B, T, d]."""
+        b, h, t, d = shape
+        heads = (probs.to(v.dtype) @ v).view(b, h, t, d)
+        heads = heads.transpose(1, 2).reshape(b, t, h * d)  # (B, T, H*head_dim)
+        return self.parts.output(heads) + self._delta("o", heads)
+
     def read(
         self,
         hidden: torch.Tensor,
@@ -244,22 +290,29 @@ class LayerReader(nn.Module):
 
         ``weights``, when a list, receives the attention probabilities [B, heads, T, N] (provenance only).
         """
-        q = self._query(hidden, rotary)  # (B, H, T, head_dim)
-        k, v = memory_kv  # (B or 1, H_kv, N, head_dim): one memory may serve a batch of prompts
-        b, h, t, d = q.shape
-        # The query heads that share a key/value head attend as one group: no per-head copy of the memory
-        # (measured: 2.5x less time per decoded token than fused attention over repeated heads, 4,096 slots).
-        grouped = q.reshape(b, k.shape[1], h // k.shape[1] * t, d)
-        scores = (grouped @ k.transpose(-1, -2)).float() * self.parts.scaling
-        mask = _logit_mask(memory_mask, bias, torch.float32)
-        probs = (scores if mask is None else scores + mask).softmax(dim=-1)
-        if memory_mask is not None:  # a prompt with no row to read (a batch where only some read whole segments)
-            probs = probs.masked_fill(~memory_mask.any(-1)[:, None, None, None], 0.0)
+        scores, shape = self._scores(hidden, memory_kv, memory_mask, rotary, bias)
+        probs = _softmax_of_rows(scores, memory_mask)
         if weights is not None:
-            weights.append(probs.view(b, h, t, -1))
-        heads = (probs.to(v.dtype) @ v).view(b, h, t, d)
-        heads = heads.transpose(1, 2).reshape(b, t, h * d)  # (B, T, H*head_dim)
-        return self.parts.output(heads) + self._delta("o", heads)
+            weights.append(probs.view(*shape[:3], -1))
+        return self._output(probs, memory_kv[1], shape)
+
+    def joint_probs(
+        self,
+        hidden: torch.Tensor,
+        memory_kv: tuple[torch.Tensor, torch.Tensor],
+        memory_mask: torch.Tensor | None,
+        rotary: RotaryTables | None,
+        bias: torch.Tensor | None,
+        whole: WholeRows,
+    ) -> tuple[tuple[torch.Tensor, torch.Size], tuple[torch.Tensor, torch.Size]]:
+        """``whole_softmax='joint'``: one softmax over slots (scored by this reader) and whole rows (by the whole
+        reader, with their QD bias); returns each kind's probabilities [B, H_kv, group*T, N_kind] and query shape."""
+        slot_scores, slot_shape = self._scores(hidden, memory_kv, memory_mask, rotary, bias)
+        whole_scores, whole_shape = self.whole._scores(hidden, whole.kv, whole.mask, rotary, whole.bias)
+        masks = [_rows_or_all(memory_mask, memory_kv[0], hidden), _rows_or_all(whole.mask, whole.kv[0], hidden)]
+        probs = _softmax_of_rows(torch.cat([slot_scores, whole_scores], dim=-1), torch.cat(masks, dim=-1))
+        slot_probs, whole_probs = probs.split([slot_scores.shape[-1], whole_scores.shape[-1]], dim=-1)
+        return (slot_probs, slot_shape), (whole_probs, whole_shape)
 
     def attention_weights(self, *args: object) -> torch.Tensor:
         """The probabilities :meth:`read` uses for the same arguments, [B, heads, T, N] (provenance only)."""
@@ -277,6 +330,11 @@ class LayerReader(nn.Module):
         whole: WholeRows | None = None,
     ) -> torch.Tensor:
         """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read (and the whole reader's)."""
+        if whole is not None and self.joint_softmax:
+            (slot_probs, slot_shape), (whole_probs, whole_shape) = self.joint_probs(hidden, memory_kv, memory_mask, rotary, bias, whole)
+            read_slots = self._output(slot_probs, memory_kv[1], slot_shape)
+            read_whole = self.whole._output(whole_probs, whole.kv[1], whole_shape)
+            return hidden + torch.tanh(self.attn_gate) * read_slots + torch.tanh(self.whole.attn_gate) * read_whole
         out = hidden + torch.tanh(self.attn_gate) * self.read(hidden, memory_kv, memory_mask, rotary, bias)
         if whole is None:
             return out

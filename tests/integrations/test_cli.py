@@ -270,10 +270,42 @@ def test_export_writes_a_bf16_adapter_that_loads_back(capsys: pytest.CaptureFixt
     assert code == 0, err
     assert "bfloat16" in out
     with safe_open(str(tmp_path / "bf16" / "adapter_model.safetensors"), "pt") as weights:
-        assert {weights.get_tensor(k).dtype for k in weights.keys()}  # noqa: SIM118 (safe_open is not a dict) == {torch.bfloat16}
+        assert {weights.get_tensor(k).dtype for k in weights.keys()} == {torch.bfloat16}  # noqa: SIM118 (safe_open is not a dict)
     half = (tmp_path / "bf16" / "adapter_model.safetensors").stat().st_size
     assert half < 0.55 * (tmp_path / "fp32" / "adapter_model.safetensors").stat().st_size
     loaded = LCIRCModel.from_pretrained(tmp_path / "bf16")
     expected = {k: v.to(torch.bfloat16).float() for k, v in source.adapter.state_dict().items()}
     assert all(torch.equal(v, expected[k]) for k, v in loaded.adapter.state_dict().items())
     loaded.injector.detach()
+
+
+@pytest.mark.integration
+def test_graft_gives_an_adapter_another_adapter_s_readers_as_whole_readers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import torch
+
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    config = {"reader": "layer", "lora_rank": 2, "gate_init": 0.3, "query_dependent": True}
+    for seed, name, layers in ((0, "slots", [3, 29]), (1, "whole", [3, 29]), (2, "elsewhere", [3, 28])):
+        torch.manual_seed(seed)
+        model = LCIRCModel.from_backbone("smollm2-135m-instruct", LCIRCConfig(**config, gca_layers=layers))
+        with torch.no_grad():
+            for param in model.adapter.parameters():
+                param.normal_(std=0.02)
+        model.save_pretrained(tmp_path / name)
+        model.injector.detach()
+    code, out, err = run(capsys, "graft", tmp_path / "slots", "--whole-from", tmp_path / "whole", "-o", tmp_path / "both")
+    assert code == 0, err
+    assert "joint softmax" in out
+    both, slots, whole = (LCIRCModel.from_pretrained(tmp_path / name) for name in ("both", "slots", "whole"))
+    assert (both.config.whole_reader, both.config.whole_segments, both.config.whole_softmax) == (True, 2, "joint")
+    for index, block in both.adapter.gca.items():
+        assert torch.equal(block.attn_gate, slots.adapter.gca[index].attn_gate)
+        assert torch.equal(block.whole.attn_gate, whole.adapter.gca[index].attn_gate)
+        assert torch.equal(block.whole.lora["v"].up.weight, whole.adapter.gca[index].lora["v"].up.weight)
+    assert torch.equal(both.adapter.compressor.query_mixer.attn_gate, slots.adapter.compressor.query_mixer.attn_gate)
+    for model in (both, slots, whole):
+        model.injector.detach()
+    code, _, err = run(capsys, "graft", tmp_path / "slots", "--whole-from", tmp_path / "elsewhere", "-o", tmp_path / "never")
+    assert code == 2 and "reads layers" in err
+    assert not (tmp_path / "never").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -162,8 +163,60 @@ def test_training_only_the_whole_readers_leaves_everything_else_as_it_was(make_l
         Trainer(TrainConfig(**{**config.to_dict(), "train_only": "nothing-like-this"}), model=model)
 
 
+@pytest.fixture
+def one_softmax(make_lcirc, sample_text):
+    """A joint-softmax model whose whole readers are copies of its (trained-looking) slot readers, a plain reader with
+    the same weights, and a question's rows (QD bias on every row) with and without the whole flags."""
+    model, _, seen = _question_view(make_lcirc("llama", **WHOLE, whole_reader=True, whole_softmax="joint"), sample_text[:1500])
+    plain = make_lcirc("llama", **WHOLE)
+    torch.manual_seed(7)
+    with torch.no_grad():
+        for index, block in model.adapter.gca.items():
+            for delta in block.lora.values():
+                delta.up.weight.normal_(std=0.05)
+            own = {name: tensor for name, tensor in block.state_dict().items() if not name.startswith("whole.")}
+            block.whole.load_state_dict(own)
+            plain.adapter.gca[index].load_state_dict(own)
+    rows = MemoryRows.of(seen, bias=torch.randn(seen.num_vectors, generator=torch.Generator().manual_seed(3)))
+    assert bool(rows.whole.any()) and not bool(rows.whole.all())
+    return model, plain, rows, dataclasses.replace(rows, whole=None)
+
+
+def test_one_softmax_over_copied_readers_reads_as_one_shared_reader(one_softmax):
+    """whole_softmax='joint' with the whole readers a copy of the slot readers is R5's single reader exactly (the QD
+    bias included); each kind of row in its own softmax is not."""
+    model, plain, rows, unflagged = one_softmax
+    with one_torch_thread(), torch.no_grad():
+        shared = plain(_ids(), memory=unflagged).logits
+        torch.testing.assert_close(model(_ids(), memory=rows).logits, shared, rtol=1e-5, atol=1e-5)
+        for block in model.adapter.gca.values():
+            block.joint_softmax = False
+        assert (model(_ids(), memory=rows).logits - shared).abs().max() > 1e-4
+
+
+def test_provenance_of_one_softmax_is_the_shared_reader_s(one_softmax):
+    model, plain, rows, unflagged = one_softmax
+    with one_torch_thread():
+        torch.testing.assert_close(attention_by_token(model, _ids(), rows), attention_by_token(plain, _ids(), unflagged), rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_with_one_softmax_where_only_some_prompts_read_whole_segments(one_softmax):
+    model, _, rows, unflagged = one_softmax
+    ids = _ids()
+    slots_only = dataclasses.replace(unflagged, features=unflagged.features[~rows.whole], positions=unflagged.positions[~rows.whole], bias=unflagged.bias[~rows.whole])
+    with one_torch_thread(), torch.no_grad():
+        together = model(ids.expand(2, -1), memory=[rows, slots_only]).logits
+        alone = model(ids, memory=slots_only).logits
+    torch.testing.assert_close(together[1:], alone, rtol=1e-5, atol=1e-5)
+    assert torch.isfinite(together).all()
+
+
 def test_the_whole_reader_needs_whole_segments():
     with pytest.raises(ConfigError, match="whole_reader"):
         LCIRCConfig(reader="layer", whole_reader=True)
     with pytest.raises(ConfigError, match="whole_beside"):
         LCIRCConfig(reader="layer", whole_segments=1, whole_beside=True)
+    with pytest.raises(ConfigError, match="whole_softmax"):
+        LCIRCConfig(reader="layer", whole_segments=1, whole_softmax="joint")
+    with pytest.raises(ConfigError, match="'separate' or 'joint'"):
+        LCIRCConfig(reader="layer", whole_segments=1, whole_reader=True, whole_softmax="shared")
