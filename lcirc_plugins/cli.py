@@ -218,7 +218,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_graft(args: argparse.Namespace) -> int:
-    """An adapter whose whole readers start as another adapter's readers (how the shipped default is made)."""
+    """An adapter whose whole readers start as another adapter's readers (R12's start in docs/TRAINING_FINDINGS.md)."""
     import torch
 
     from .model.lcirc_model import LCIRCModel
