@@ -223,7 +223,7 @@ def cmd_graft(args: argparse.Namespace) -> int:
 
     from .model.lcirc_model import LCIRCModel
 
-    overrides = {"whole_reader": True, "whole_segments": args.whole_segments, "whole_softmax": args.whole_softmax}
+    overrides = {"whole_reader": True, "whole_segments": args.whole_segments, "whole_softmax": args.whole_softmax, "whole_beside": args.whole_beside}
     model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides)
     donor = LCIRCModel.from_pretrained(args.whole_from, backbone=model.backbone, tokenizer=model.tokenizer)
     donor.injector.detach()  # (loading it checked that it was trained on this backbone)
@@ -277,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
     graft.add_argument("-o", "--output", required=True, help="directory to write")
     graft.add_argument("--whole-segments", type=positive_int, default=2, help="segments a question reads whole")
     graft.add_argument("--whole-softmax", choices=["separate", "joint"], default="joint")
+    graft.add_argument("--whole-beside", action="store_true", help="keep a whole segment's slots beside its whole rows")
     graft.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="float32")
     graft.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
     graft.set_defaults(func=cmd_graft)

@@ -187,16 +187,10 @@ class MemoryInjector:
 
     def _provenance(self, block: LayerReader | GatedCrossAttentionBlock, state: _Conditioning, args: tuple, whole: WholeRows | None) -> torch.Tensor:
         """What each token read of each memory row at this layer, [B, T, N], scaled by how open each gate is."""
-        if whole is not None and getattr(block, "joint_softmax", False):
-            (slot_probs, slot_shape), (whole_probs, whole_shape) = block.joint_probs(*args, whole)
-            read = slot_probs.view(*slot_shape[:3], -1).mean(dim=1) * torch.tanh(block.attn_gate).abs()
-            read_whole = whole_probs.view(*whole_shape[:3], -1).mean(dim=1)
-        else:
-            read = block.attention_weights(*args).mean(dim=1) * torch.tanh(block.attn_gate).abs()
-            if whole is None:
-                return read
-            hidden, _, _, rotary, _ = args
-            read_whole = block.whole.attention_weights(hidden, whole.kv, whole.mask, rotary).mean(dim=1)
+        if whole is None:
+            return block.attention_weights(*args).mean(dim=1) * torch.tanh(block.attn_gate).abs()
+        read, read_whole = (probs.mean(dim=1) for probs in block.attention_of_rows(*args, whole))
+        read = read * torch.tanh(block.attn_gate).abs()
         read_whole = read_whole * torch.tanh(block.whole.attn_gate).abs()
         b, t = read.shape[:2]
         rows = torch.zeros(b, t, state.whole.num_rows, dtype=read.dtype, device=read.device)

@@ -320,6 +320,16 @@ class LayerReader(nn.Module):
         self.read(*args, weights=weights)  # type: ignore[arg-type]
         return weights[0]
 
+    def attention_of_rows(
+        self, hidden: torch.Tensor, memory_kv: KeysValues, memory_mask: torch.Tensor | None, rotary: RotaryTables | None, bias: torch.Tensor | None, whole: WholeRows
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What :meth:`forward` attends to, slots [B, heads, T, N_s] and whole rows [B, heads, T, N_w] (provenance only)."""
+        if self.joint_softmax:
+            (slot_probs, slot_shape), (whole_probs, whole_shape) = self.joint_probs(hidden, memory_kv, memory_mask, rotary, bias, whole)
+            return slot_probs.view(*slot_shape[:3], -1), whole_probs.view(*whole_shape[:3], -1)
+        slots = self.attention_weights(hidden, memory_kv, memory_mask, rotary, bias)
+        return slots, self.whole.attention_weights(hidden, whole.kv, whole.mask, rotary)
+
     def forward(
         self,
         hidden: torch.Tensor,
