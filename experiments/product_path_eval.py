@@ -30,15 +30,20 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=8192)
     parser.add_argument("--samples", type=int, default=20)
     parser.add_argument("--start", type=int, default=0, help="first example index (to extend an earlier run)")
+    parser.add_argument("--only", help="comma-separated example indices (a quick screen of known misses)")
+    parser.add_argument("--qd-only", action="store_true", help="answer with QD only (no LCIRC baseline)")
     parser.add_argument("--book", default=str(BOOK))
     args = parser.parse_args()
     model = load_model(args.adapter)
     text = Path(args.book).read_text(encoding="utf-8-sig")
     source = {"book": text} if args.task == "book_facts" else {"haystack": text}
     modes = {"qd": True, "no-qd": False} if model.config.query_dependent else {"memory": True}
+    if args.qd_only:
+        modes = {"qd": True}
+    indices = [int(i) for i in args.only.split(",")] if args.only else range(args.start, args.start + args.samples)
     found: dict[str, list[bool]] = {mode: [] for mode in modes}
     started = time.perf_counter()
-    for i in range(args.start, args.start + args.samples):
+    for i in indices:
         example = TASKS[args.task](derive_seed(2026, i), num_tokens=args.tokens, tokenizer=model.tokenizer, **source)
         memory = model.compress(example.context)
         line = f"{i:2d} depth {example.depth:.2f} answer {example.answer}"
@@ -48,8 +53,8 @@ def main() -> None:
             found[mode].append(example.answer in reply)
             line += f" | {mode} {'ok ' if found[mode][-1] else 'MISS'} {reply!r}"
         print(line, flush=True)
-    seconds = (time.perf_counter() - started) / args.samples
-    summary = {"adapter": args.adapter, "task": args.task, "tokens": args.tokens, "samples": args.samples}
+    seconds = (time.perf_counter() - started) / len(indices)
+    summary = {"adapter": args.adapter, "task": args.task, "tokens": args.tokens, "samples": len(indices)}
     print(json.dumps({**summary, **{f"found_{m}": sum(v) for m, v in found.items()}, "s_per_example": round(seconds, 1)}))
 
 

@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default adapter from scratch on a CPU (about 2 hours on 2 cores): the layer reader on
+# Reproduce the shipped default adapter from scratch on a CPU (about 2.5 hours on 2 cores): the layer reader on
 # pass keys in one segment (R1), in 1-4 segments of corpus books (R2), then among up to 63 distractor segments
 # with a length curriculum gated on held-out answers (R3), then the QD stage on pass keys, needles and invented
-# book facts among distractors (R4); a bf16 export into the package; the model card's measured table. Each run resumes from its last checkpoint if interrupted. Arguments go to the card
+# book facts among distractors (R4); then the whole readers: R4 trained to read the question's segments whole
+# (R5), R5's readers grafted onto R4 as whole readers in one softmax with the slots, and only those trained,
+# among up to 16 and then 63 distractor segments (R12, R13); a bf16 export into the package; the model card's
+# measured table. Each run resumes from its last checkpoint if interrupted. Arguments go to the card
 # measurement (e.g. --samples 20 for a quicker, noisier table).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"  # cds to the repo root
 DEST=lcirc_plugins/adapters/default
-RUNS=(default-1-passkey default-2-books default-3-long default-4-qd)
-for run in "${RUNS[@]}"; do
-  .venv/bin/lcirc-train "configs/$run.json"
+train() {
+  .venv/bin/lcirc-train "configs/$1.json"
+  cp "runs/$1/training.png" "$DEST/training-${1#default-}.png"
+}
+for run in default-1-passkey default-2-books default-3-long default-4-qd default-5-whole; do
+  train "$run"
 done
-.venv/bin/lcirc export "runs/${RUNS[-1]}/adapter" -o "$DEST" --dtype bfloat16
+.venv/bin/lcirc graft runs/default-4-qd/adapter --whole-from runs/default-5-whole/adapter -o runs/default-6-graft \
+  --whole-softmax joint --whole-segments 2
+train default-7-joint
+train default-8-long-whole
+.venv/bin/lcirc export runs/default-8-long-whole/adapter -o "$DEST" --dtype bfloat16
 cp configs/default-adapter-card.md "$DEST/MODEL_CARD.md"
-for run in "${RUNS[@]}"; do
-  cp "runs/$run/training.png" "$DEST/training-${run#default-}.png"
-done
 .venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card --card "$DEST/MODEL_CARD.md" "$@"

@@ -133,6 +133,14 @@ class TrainConfig:
             "token's states, as the question's most relevant segments are at answer time (LCIRCConfig.whole_segments)."
         },
     )
+    whole_distractor_candidates: int = field(
+        default=0,
+        metadata={
+            "help": "With whole_share: the whole distractor is the one BM25 ranks highest for the question among this many "
+            "random distractor-pool segments, as the question's second whole segment in a book of that many segments is "
+            "(0: any segment, rarely about the question)."
+        },
+    )
     train_only: str = field(
         default="",
         metadata={
@@ -188,6 +196,8 @@ class TrainConfig:
             raise ConfigError(f"lm_share is a share of qa-stage examples in [0, 1] and needs lm_data, got {self.lm_share}")
         if not 0.0 <= self.whole_share <= 1.0:
             raise ConfigError(f"whole_share is a share of examples in [0, 1], got {self.whole_share}")
+        if self.whole_distractor_candidates < 0:
+            raise ConfigError(f"whole_distractor_candidates is a number of segments >= 0, got {self.whole_distractor_candidates}")
         if self.salience_temperature <= 0:
             raise ConfigError(f"salience_temperature must be > 0, got {self.salience_temperature}")
         if self.distill < 0 or self.salience_distill < 0:

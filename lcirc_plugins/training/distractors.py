@@ -18,6 +18,7 @@ import torch
 from ..errors import ConfigError, LCIRCError
 from ..model.lcirc_model import LCIRCModel
 from ..model.memory import MemoryRows
+from ..model.passages import best_first, bm25_scores
 from .bptt import whole_rows
 from .data import iter_records
 
@@ -47,15 +48,32 @@ class DistractorPool:
         random.Random(f"{seed}-distractors").shuffle(segments)
         self.model, self.segments = model, segments[:size]
         self.cache: dict[int, MemoryRows] = {}
+        self.texts: list[str] | None = None  # decoded on the first BM25 draw
 
     def __len__(self) -> int:
         return len(self.segments)
 
-    def draw(self, rng: random.Random, count: int, whole: int = 0) -> list[MemoryRows]:
+    def draw(self, rng: random.Random, count: int, whole: int = 0, question: str = "", candidates: int = 0) -> list[MemoryRows]:
         """``count`` segments, with repeats only when the pool is smaller than ``count``; the first ``whole`` of
-        them read whole (every token's states), as a question's irrelevant whole segments are at answer time."""
+        them read whole (every token's states), as a question's irrelevant whole segments are at answer time.
+
+        With ``question`` and ``candidates``, each whole one is the best BM25 match for the question among
+        ``candidates`` random segments: the product reads a question's top segments whole, so an irrelevant
+        one it reads shares the question's words ("key" for a pass key), not a random one.
+        """
         picks = rng.sample(range(len(self)), count) if count <= len(self) else [rng.randrange(len(self)) for _ in range(count)]
+        if question and candidates:
+            for n in range(min(whole, count)):
+                picks[n] = self.best_match(rng, question, candidates)
         return [self.whole(i) if n < whole else self.slots(i) for n, i in enumerate(picks)]
+
+    def best_match(self, rng: random.Random, question: str, candidates: int) -> int:
+        """The segment BM25 ranks highest for ``question`` among ``candidates`` random ones (the first on ties)."""
+        if self.texts is None:
+            self.texts = [self.model.tokenizer.decode(ids.tolist()) for ids in self.segments]
+        drawn = rng.sample(range(len(self)), min(candidates, len(self)))
+        scores = bm25_scores(question, [self.texts[i] for i in drawn])
+        return drawn[best_first(scores, 1)[0]]
 
     @torch.no_grad()
     def whole(self, index: int) -> MemoryRows:

@@ -364,7 +364,8 @@ class Trainer:
                 grad_steps = steps_with_gradient(len(example.segments), c.bptt, c.bptt_window, self.bptt_rng)
                 whole = c.whole_share > 0 and self.whole_rng.random() < c.whole_share
                 with self.accelerator.autocast():
-                    loss = self.module(example, grad_steps, distractors=self.draw_distractors(whole), whole=whole)
+                    distractors = self.draw_distractors(whole, example.query_ids)
+                    loss = self.module(example, grad_steps, distractors=distractors, whole=whole)
                 if not torch.isfinite(loss):
                     raise TrainingDivergedError(
                         f"loss is {loss.item()} at step {self.step}: lower lr (now {c.lr}) or enable max_grad_norm; "
@@ -410,16 +411,19 @@ class Trainer:
         self.accelerator.wait_for_everyone()
         return final
 
-    def draw_distractors(self, whole: bool = False) -> tuple[list[MemoryRows], list[MemoryRows]] | None:
+    def draw_distractors(
+        self, whole: bool = False, query_ids: torch.Tensor | None = None
+    ) -> tuple[list[MemoryRows], list[MemoryRows]] | None:
         """Distractor segments before and after the next example: how many, and the split, are uniform; with
-        ``whole`` one of them is read whole, as an irrelevant segment the question picked would be.
+        ``whole`` one of them is read whole, as an irrelevant segment the question picked would be (BM25's pick
+        for the question with ``whole_distractor_candidates``).
 
         Seeded by the data position, so a resumed run draws what the uninterrupted one would have.
         """
         if self.pool is None:
             return None
         rng = random.Random(f"{self.config.seed}-distractors-{self.accelerator.process_index}-{self.data.position}")
-        return _split_draw(self.pool, rng, rng.randint(0, self.distractor_level), whole=int(whole))
+        return self._split_draw(self.pool, rng, rng.randint(0, self.distractor_level), int(whole), query_ids)
 
     def advance_curriculum(self, metrics: dict[str, float]) -> None:
         """Double the most distractor segments once held-out answers reach ``curriculum_gate``."""
@@ -475,8 +479,18 @@ class Trainer:
         of them whole), drawn by ``key`` so every variant of one example reads the same; and the draw."""
         if self.eval_pool is None:
             return memory, None
-        drawn = _split_draw(self.eval_pool, random.Random(f"{self.config.seed}-{key}"), self.distractor_level, whole)
+        drawn = self._split_draw(self.eval_pool, random.Random(f"{self.config.seed}-{key}"), self.distractor_level, whole, query_ids)
         return surround(memory, *drawn, self.model, query_ids), drawn
+
+    def _split_draw(
+        self, pool: DistractorPool, rng: random.Random, count: int, whole: int, query_ids: torch.Tensor | None
+    ) -> tuple[list[MemoryRows], list[MemoryRows]]:
+        """``count`` distractor segments (the first ``whole`` read whole), split at a uniform point into those before
+        and after the example's text."""
+        question = self.model.tokenizer.decode(query_ids.flatten().tolist()) if whole and query_ids is not None else ""
+        drawn = pool.draw(rng, count, whole, question, self.config.whole_distractor_candidates)
+        split = rng.randint(0, count)
+        return drawn[:split], drawn[split:]
 
     def _evaluate_language_modelling(self, examples: int = 6) -> dict[str, list[float]]:
         """Held-out continuation of ``lm_data`` (every 20th document) with its text in memory and without: the
@@ -496,14 +510,6 @@ class Trainer:
         return {
             name: round(math.tanh(p.item()), 5) for name, p in self.model.adapter.named_parameters() if name.endswith("_gate")
         }
-
-
-def _split_draw(pool: DistractorPool, rng: random.Random, count: int, whole: int = 0) -> tuple[list[MemoryRows], list[MemoryRows]]:
-    """``count`` distractor segments (the first ``whole`` read whole), split at a uniform point into those before
-    and after the example's text."""
-    drawn = pool.draw(rng, count, whole)
-    split = rng.randint(0, count)
-    return drawn[:split], drawn[split:]
 
 
 def _discard(directory: Path) -> None:

@@ -10,6 +10,7 @@ import torch
 from support import SAMPLE_BOOK
 
 from lcirc_plugins.errors import ConfigError
+from lcirc_plugins.model.passages import words
 from lcirc_plugins.training import TrainConfig, Trainer, compress_for_training
 from lcirc_plugins.training.distractors import DistractorPool, surround
 
@@ -138,3 +139,18 @@ def test_a_whole_example_reads_every_token_among_slotted_and_whole_distractors(m
     assert {"eval_whole_loss", "eval_whole_answer_contains"} <= set(records[-1])
     with pytest.raises(ConfigError, match="whole_share"):
         TrainConfig(whole_share=1.5)
+
+
+def test_a_whole_distractor_can_be_the_questions_best_bm25_match(make_lcirc):
+    model = make_lcirc("llama", **SELECTING)
+    pool = DistractorPool(model, str(SAMPLE_BOOK), size=6, seed=0)
+    vocabularies = [set(words(model.tokenizer.decode(ids.tolist()))) for ids in pool.segments]
+    target, word = next((i, w) for i, v in enumerate(vocabularies) for w in sorted(v) if sum(w in u for u in vocabularies) == 1)
+    with torch.no_grad():
+        for seed in range(3):  # whatever else is drawn, the whole one is the segment that holds the word
+            drawn = pool.draw(random.Random(seed), 3, whole=1, question=f"What about the {word}?", candidates=len(pool))
+            assert torch.equal(drawn[0].features, pool.whole(target).features), f"segment {target} holds {word!r}"
+        plain = pool.draw(random.Random(1), 3, whole=1)
+    assert [d.features.shape[1] for d in plain] == [32, 4, 4], "without candidates the whole one is any segment"
+    with pytest.raises(ConfigError, match="whole_distractor_candidates"):
+        TrainConfig(whole_distractor_candidates=-1)
