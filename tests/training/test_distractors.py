@@ -133,8 +133,10 @@ def test_a_whole_example_reads_every_token_among_slotted_and_whole_distractors(m
     assert [d.features.shape[1] for d in drawn] == [32, 4, 4], "the first drawn segment whole, the others as slots"
     assert 0 not in pool.cache or pool.cache[0].features.shape[1] == 4, "whole segments are never cached"
 
-    trainer = Trainer(_config(tmp_path, whole_share=1.0, eval_distractors=str(SAMPLE_BOOK), eval_every=2, eval_examples=2, steps=2), model=model)
+    config = _config(tmp_path, whole_share=1.0, whole_distractor_candidates=4, eval_distractors=str(SAMPLE_BOOK), eval_every=2, eval_examples=2, steps=2)
+    trainer = Trainer(config, model=model)
     trainer.train()
+    assert trainer.pool.texts is not None and trainer.eval_pool.texts is not None, "whole distractors were chosen by BM25"
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {"eval_whole_loss", "eval_whole_answer_contains"} <= set(records[-1])
     with pytest.raises(ConfigError, match="whole_share"):
