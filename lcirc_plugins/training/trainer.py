@@ -487,8 +487,9 @@ class Trainer:
     ) -> tuple[list[MemoryRows], list[MemoryRows]]:
         """``count`` distractor segments (the first ``whole`` read whole), split at a uniform point into those before
         and after the example's text."""
-        question = self.model.tokenizer.decode(query_ids.flatten().tolist()) if whole and query_ids is not None else ""
-        drawn = pool.draw(rng, count, whole, question, self.config.whole_distractor_candidates)
+        candidates = self.config.whole_distractor_candidates if whole and query_ids is not None else 0
+        question = self.model.tokenizer.decode(query_ids.flatten().tolist()) if candidates else ""  # only BM25 reads it
+        drawn = pool.draw(rng, count, whole, question, candidates)
         split = rng.randint(0, count)
         return drawn[:split], drawn[split:]
 
