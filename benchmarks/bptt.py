@@ -368,20 +368,20 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# LCIRC BPTT benchmark",
         "",
-        f"Backbone `{BACKBONE}` (float32, frozen), default `LCIRCConfig` with `gate_init={GATE_INIT}`; "
+        (f"Backbone `{BACKBONE}` (float32, frozen), default `LCIRCConfig` with `gate_init={GATE_INIT}`; "
         f"{settings['segment_len']}-token segments, a {settings['decoder_window']}-token decoder window with labels, "
         f"{model_note}{env['cpu_count']} CPU cores, torch {env['torch']} with {threads} threads; one fresh process per row; "
         f"steps/s over {settings['steps']} steps after {settings['warmup_steps']} warm-up step(s). "
         f"Load average (1 min) seen by the workers: {env['loadavg_min']:.1f}-{env['loadavg_max']:.1f} "
-        "(other jobs shared the machine, so timings are noisy).",
+        "(other jobs shared the machine, so timings are noisy)."),
         "",
-        "Peak increase = peak RSS during the timed steps minus the RSS right before the first (warm-up) step "
+        ("Peak increase = peak RSS during the timed steps minus the RSS right before the first (warm-up) step "
         "(model, optimizer and token ids ready). It includes the adapter's gradients and AdamW state"
         f"{state_note}, and is the max of the kernel high-water mark (`VmHWM`, reset before each step) and 10 ms "
-        "`VmRSS` sampling.",
+        "`VmRSS` sampling."),
         "",
-        "| mode | segments | steps with grad | steps/s | s/step | compress s | forward s | backward s | optim s | "
-        "peak increase MiB | warm-up step peak increase MiB | process peak RSS MiB | RSS before MiB | loss | load avg start/end |",
+        ("| mode | segments | steps with grad | steps/s | s/step | compress s | forward s | backward s | optim s | "
+        "peak increase MiB | warm-up step peak increase MiB | process peak RSS MiB | RSS before MiB | loss | load avg start/end |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in runs:
@@ -401,8 +401,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines += [f"| {name} | {fmt(s, 2)} | {fmt(sa, 2)} |" for name, s, sa in slopes]
     lines += [
         "",
-        f"With {report['settings']['bptt_window']}-step windows, truncated and selective BPTT equal full BPTT at 4 segments "
-        "(every step keeps its graph).",
+        (f"With {report['settings']['bptt_window']}-step windows, truncated and selective BPTT equal full BPTT at 4 segments "
+        "(every step keeps its graph)."),
         "",
         f"Command: `{report['command']}`",
         "",

@@ -144,14 +144,20 @@ def measured_markdown(table: list[dict[str, Any]], gains: list[dict[str, Any]], 
     return "\n".join(text)
 
 
-def write_card(card: Path, measured: str) -> None:
-    """Replace the measured section of an existing card (between the markers), keeping the prose."""
+def section_markers(section: str | None = None) -> tuple[str, str]:
+    """The markers around a measured section: the card's main table, or a named one (e.g. more samples of a few tasks)."""
+    return (CARD_START, CARD_END) if not section else (f"<!-- measured:{section}:start -->", f"<!-- measured:{section}:end -->")
+
+
+def write_card(card: Path, measured: str, section: str | None = None) -> None:
+    """Replace one measured section of an existing card (between its markers), keeping the prose and the others."""
+    start, end = section_markers(section)
     text = card.read_text(encoding="utf-8")
-    if CARD_START not in text or CARD_END not in text:
-        raise ValueError(f"{card} has no {CARD_START} ... {CARD_END} section to fill")
-    head, rest = text.split(CARD_START, 1)
-    _, tail = rest.split(CARD_END, 1)
-    card.write_text(f"{head}{CARD_START}\n{measured}\n{CARD_END}{tail}", encoding="utf-8")
+    if start not in text or end not in text:
+        raise ValueError(f"{card} has no {start} ... {end} section to fill")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    card.write_text(f"{head}{start}\n{measured}\n{end}{tail}", encoding="utf-8")
 
 
 CARD_TASKS = ("passkey", "niah_single", "perplexity", "book_facts", "book_cloze")
@@ -171,6 +177,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--out", default="runs/card")
     parser.add_argument("--card", default=None, help="a MODEL_CARD.md whose measured section is rewritten")
+    parser.add_argument(
+        "--section", default=None, help="with --card: the named section <!-- measured:NAME:start --> instead of the main one"
+    )
     return parser.parse_args(argv)
 
 
@@ -213,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     measured = measured_markdown(table, gains, meta)
     (out / "measured.md").write_text(measured)
     if args.card:
-        write_card(Path(args.card), measured)
+        write_card(Path(args.card), measured, args.section)
     print(measured)
     return 0
 

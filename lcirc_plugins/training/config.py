@@ -101,6 +101,14 @@ class TrainConfig:
         default=0.0,
         metadata={"help": "Weight of context distillation: KL from the backbone reading the compressed text in its own window."},
     )
+    distill_where_right: bool = field(
+        default=False,
+        metadata={
+            "help": "Distill only at the labelled tokens the backbone reading the text itself predicts right. Where it is "
+            "wrong (SmolLM2 rambles about a pass key in plain view: 'The pass key is a ...') its distribution pulls the "
+            "reader toward that mistake."
+        },
+    )
     salience_distill: float = field(
         default=1.0,
         metadata={
@@ -139,6 +147,22 @@ class TrainConfig:
             "help": "With whole_share: the whole distractor is the one BM25 ranks highest for the question among this many "
             "random distractor-pool segments, as the question's second whole segment in a book of that many segments is "
             "(0: any segment, rarely about the question)."
+        },
+    )
+    answers_in_own_words: float = field(
+        default=0.0,
+        metadata={
+            "help": "qa stage: share of examples whose answer label becomes the backbone's own reply when it reads the "
+            "compressed text in its window (cut after the clause with the answer), or, when that reply misses the answer, "
+            "its opening words that restate the question and then the answer ('The pass key is 71432.'): the reader learns "
+            "the step after the words the product's reply opens with, not only a bare answer right after the prompt."
+        },
+    )
+    own_words_loss: str = field(
+        default="reply",
+        metadata={
+            "help": "With answers_in_own_words: 'reply' puts the loss on the whole reply; 'answer' only from the answer on "
+            "(the opening words are decoder input, so the reply's first word stays the reader's choice)."
         },
     )
     train_only: str = field(
@@ -196,6 +220,12 @@ class TrainConfig:
             raise ConfigError(f"lm_share is a share of qa-stage examples in [0, 1] and needs lm_data, got {self.lm_share}")
         if not 0.0 <= self.whole_share <= 1.0:
             raise ConfigError(f"whole_share is a share of examples in [0, 1], got {self.whole_share}")
+        if not 0.0 <= self.answers_in_own_words <= 1.0 or (self.answers_in_own_words > 0 and self.stage != "qa"):
+            raise ConfigError(
+                f"answers_in_own_words is a share in [0, 1] of qa-stage examples (answers to questions), got {self.answers_in_own_words}"
+            )
+        if self.own_words_loss not in ("reply", "answer"):
+            raise ConfigError(f"own_words_loss is 'reply' or 'answer', got {self.own_words_loss!r}")
         if self.whole_distractor_candidates < 0:
             raise ConfigError(f"whole_distractor_candidates is a number of segments >= 0, got {self.whole_distractor_candidates}")
         if self.salience_temperature <= 0:

@@ -36,6 +36,7 @@ from .bptt import compress_for_training, steps_with_gradient
 from .config import TrainConfig
 from .data import IGNORE, ExampleStream, TrainExample
 from .distractors import DistractorPool, surround
+from .own_words import in_own_words
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
@@ -92,7 +93,8 @@ class LCIRCTrainingModule(nn.Module):
         teacher_logits, attention = self.teacher(example, with_attention=scores is not None)
         loss = out.loss
         if self.config.distill > 0:
-            loss = loss + self.config.distill * distillation_loss(out.logits, teacher_logits[:, context_len:], labels)
+            teacher = teacher_logits[:, context_len:]
+            loss = loss + self.config.distill * distillation_loss(out.logits, teacher, labels, self.config.distill_where_right)
         if scores is not None:
             target = attention_to_context(attention, labels, context_len, self.config.salience_temperature)
             loss = loss + self.config.salience_distill * salience_loss(scores, target)
@@ -116,9 +118,16 @@ class LCIRCTrainingModule(nn.Module):
         return out.logits, [out.attentions[i] for i in self.model.config.gca_layers]
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean KL(teacher || student) at positions whose next token is labelled ([B, T, V] logits, [B, T] labels)."""
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, where_right: bool = False
+) -> torch.Tensor:
+    """Mean KL(teacher || student) at positions whose next token is labelled ([B, T, V] logits, [B, T] labels);
+    with ``where_right`` only where the teacher's most likely token is the label (0 if it is right nowhere)."""
     predicts = labels[:, 1:] != IGNORE  # logits at t predict token t + 1
+    if where_right:
+        predicts = predicts & (teacher_logits[:, :-1].argmax(dim=-1) == labels[:, 1:])
+        if not predicts.any():
+            return student_logits.sum() * 0.0
     student = torch.log_softmax(student_logits[:, :-1][predicts].float(), dim=-1)
     teacher = torch.log_softmax(teacher_logits[:, :-1][predicts].float(), dim=-1)
     return torch.nn.functional.kl_div(student, teacher, log_target=True, reduction="batchmean")
@@ -241,6 +250,7 @@ class Trainer:
         self.data = ExampleStream(self.model.tokenizer, config, "train", rank, world)
         self.bptt_rng = random.Random(f"{config.seed}-bptt-{rank}")
         self.whole_rng = random.Random(f"{config.seed}-whole-{rank}")
+        self.own_words_rng = random.Random(f"{config.seed}-own-words-{rank}")
         self.pool = self.eval_pool = None
         if config.distractors and config.distractor_segments > 0:
             self.pool = DistractorPool(self.model, config.distractors, config.distractor_pool, config.seed)
@@ -360,7 +370,7 @@ class Trainer:
         while self.step < c.steps:
             started, tokens, losses = time.perf_counter(), 0, []
             for _ in range(c.grad_accum):
-                example = next(self.data)
+                example = self.next_example()
                 grad_steps = steps_with_gradient(len(example.segments), c.bptt, c.bptt_window, self.bptt_rng)
                 whole = c.whole_share > 0 and self.whole_rng.random() < c.whole_share
                 with self.accelerator.autocast():
@@ -410,6 +420,13 @@ class Trainer:
         (self.output / f"fingerprint-rank{self.accelerator.process_index}.txt").write_text(self.model.adapter_fingerprint)
         self.accelerator.wait_for_everyone()
         return final
+
+    def next_example(self) -> TrainExample:
+        """The next training example; a share ``answers_in_own_words`` has its answer in the backbone's own words."""
+        example, c = next(self.data), self.config
+        if c.answers_in_own_words > 0 and self.own_words_rng.random() < c.answers_in_own_words:
+            return in_own_words(self.model, example, from_answer=c.own_words_loss == "answer")
+        return example
 
     def draw_distractors(
         self, whole: bool = False, query_ids: torch.Tensor | None = None

@@ -252,8 +252,8 @@ def test_epub_chapters_in_spine_order_with_sections_and_no_nav_text(tmp_path):
                 "z_first.xhtml",
                 "Head Title One",
                 "Toc Entry One",
-                "<h1>The Old Sea-dog</h1><p>Squire Trelawney asked me.</p>"
-                "<p>I take up my <em>pen</em> &amp; go<br/>back.</p><script>var hidden = 1;</script>",
+                ("<h1>The Old Sea-dog</h1><p>Squire Trelawney asked me.</p>"
+                "<p>I take up my <em>pen</em> &amp; go<br/>back.</p><script>var hidden = 1;</script>"),
             ),
             (
                 "a_second.xhtml",

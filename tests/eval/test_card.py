@@ -72,6 +72,16 @@ def test_writing_the_card_replaces_only_the_measured_section(tmp_path):
         write_card(tmp_path / "bare.md", "x")
 
 
+def test_a_named_section_is_written_beside_the_main_one(tmp_path):
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(f"{CARD_START}\nmain table\n{CARD_END}\n<!-- measured:keys:start -->\nold\n<!-- measured:keys:end -->\n")
+    write_card(card, "| 50 keys |", section="keys")
+    text = card.read_text()
+    assert "main table" in text and "| 50 keys |" in text and "old" not in text
+    with pytest.raises(ValueError, match="measured:cloze:start"):
+        write_card(card, "x", section="cloze")
+
+
 @pytest.mark.slow  # about 140 s here: every card task on the real default backbone, one sample each
 def test_the_card_script_runs_on_the_default_adapter_fallback(tmp_path):
     """`python -m lcirc_plugins.eval.card --adapter default` loads like every entry point: with no shipped

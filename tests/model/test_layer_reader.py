@@ -170,6 +170,20 @@ def test_distillation_loss_is_zero_when_student_and_teacher_agree():
     assert distillation_loss(logits, torch.randn(1, 6, 50), labels).item() > 0.1
 
 
+def test_distillation_where_right_reads_only_the_positions_the_teacher_predicts():
+    student, teacher = torch.randn(1, 6, 50), torch.randn(1, 6, 50)
+    labels = torch.tensor([[-100, -100, -100, 7, 8, 9]])
+    teacher[0, 3, 8] = teacher[0, 2, 7] = 100.0  # right about tokens 4 (8) and 3 (7); position 4 predicts token 5 (9)
+    teacher[0, 4, 9] = -100.0  # wrong there
+    only_right = distillation_loss(student, teacher, labels, where_right=True)
+    kept = torch.tensor([[-100, -100, -100, 7, 8, -100]])
+    assert only_right.item() == pytest.approx(distillation_loss(student, teacher, kept).item())
+    assert only_right.item() != pytest.approx(distillation_loss(student, teacher, labels).item())
+    wrong_everywhere = torch.full((1, 6, 50), 0.0)
+    wrong_everywhere[..., 0] = 100.0
+    assert distillation_loss(student, wrong_everywhere, labels, where_right=True).item() == 0.0
+
+
 def _training_module(model: LCIRCModel, **train: float):
     """A training module and a QA example: 16 context tokens, then 8 decoder tokens whose last 4 are labelled."""
     from lcirc_plugins.training.config import TrainConfig
