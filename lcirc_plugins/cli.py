@@ -208,10 +208,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Re-save a trained adapter in a smaller dtype (how the shipped bf16 default is made)."""
     import torch
 
+    from .model.adapter import load_adapter_weights
     from .model.lcirc_model import LCIRCModel
 
     model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone)
     path = model.save_pretrained(args.output, dtype=getattr(torch, args.dtype))
+    load_adapter_weights(model.adapter, path)  # the fingerprint printed is the one the export loads with (rounded weights)
     size = sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6
     print(f"{path}: {size:.1f} MB ({args.dtype}), fingerprint {model.adapter_fingerprint[:12]}")
     return 0

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default adapter from scratch on a CPU (about 2.5 hours on 2 cores): the layer reader on
+# Reproduce the shipped default adapter from scratch on a CPU (about 2.8 hours on 2 cores): the layer reader on
 # pass keys in one segment (R1), in 1-4 segments of corpus books (R2), then among up to 63 distractor segments
 # with a length curriculum gated on held-out answers (R3), then the QD stage on pass keys, needles and invented
 # book facts among distractors (R4); then the whole readers: R4 trained to read the question's segments whole
 # (R5), R5's readers grafted onto R4 as whole readers in one softmax with the slots, and only those trained,
-# among up to 16 and then 63 distractor segments (R12, R13); a bf16 export into the package; the model card's
+# among up to 16 and then 63 distractor segments (R12, R13), then on answers in the backbone's own words with
+# distillation only where the backbone is right (R17); a bf16 export into the package; the model card's
 # measured table. Each run resumes from its last checkpoint if interrupted. Arguments go to the card
 # measurement (e.g. --samples 20 for a quicker, noisier table).
 set -euo pipefail
@@ -21,6 +22,9 @@ done
   --whole-softmax joint --whole-segments 2
 train default-7-joint
 train default-8-long-whole
-.venv/bin/lcirc export runs/default-8-long-whole/adapter -o "$DEST" --dtype bfloat16
+train default-9-own-words
+.venv/bin/lcirc export runs/default-9-own-words/adapter -o "$DEST" --dtype bfloat16
 cp configs/default-adapter-card.md "$DEST/MODEL_CARD.md"
 .venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card --card "$DEST/MODEL_CARD.md" "$@"
+.venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card-perplexity-window --card "$DEST/MODEL_CARD.md" \
+  --tasks perplexity --systems truncated lcirc qd-lcirc --section perplexity-window "$@"

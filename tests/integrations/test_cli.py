@@ -276,6 +276,7 @@ def test_export_writes_a_bf16_adapter_that_loads_back(capsys: pytest.CaptureFixt
     loaded = LCIRCModel.from_pretrained(tmp_path / "bf16")
     expected = {k: v.to(torch.bfloat16).float() for k, v in source.adapter.state_dict().items()}
     assert all(torch.equal(v, expected[k]) for k, v in loaded.adapter.state_dict().items())
+    assert f"fingerprint {loaded.adapter_fingerprint[:12]}" in out, "the printed fingerprint is the one the export loads with"
     loaded.injector.detach()
 
 
