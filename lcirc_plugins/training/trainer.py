@@ -40,6 +40,7 @@ from .own_words import in_own_words
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
+PYTHON_RNGS = ("bptt_rng", "whole_rng", "own_words_rng")  # saved in each checkpoint, so a resumed run draws as one run would
 CHECKPOINT_NAME = re.compile(r"checkpoint-(\d+)")
 # What reading a truncated, garbled or missing checkpoint file raises (torch.load, json, safetensors, setstate).
 UNREADABLE = (LCIRCError, OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError, pickle.UnpicklingError)
@@ -295,7 +296,7 @@ class Trainer:
             state = {
                 "step": self.step,
                 "data_position": self.data.position,
-                "bptt_rng": _jsonable_state(self.bptt_rng.getstate()),
+                **{name: _jsonable_state(getattr(self, name).getstate()) for name in PYTHON_RNGS},
                 "distractor_level": self.distractor_level,
                 "config": self.config.to_dict(),
             }
@@ -338,8 +339,10 @@ class Trainer:
         step, position = int(state["step"]), int(state["data_position"])
         if f"checkpoint-{step}" != checkpoint.name or position < 0:
             raise ValueError(f"{STATE_NAME} says step {step}, data position {position}")
-        bptt_state = _tuple_state(state["bptt_rng"])
-        random.Random().setstate(bptt_state)
+        # every checkpoint has bptt_rng; those written before whole_rng and own_words_rng were saved lack them
+        rng_states = {name: _tuple_state(state[name]) for name in PYTHON_RNGS if name == "bptt_rng" or name in state}
+        for rng_state in rng_states.values():
+            random.Random().setstate(rng_state)
         saved = torch.load(checkpoint / "optimizer.pt", weights_only=True)
         optimizer_state, scheduler_state = saved["optimizer"], saved["scheduler"]
         rng = torch.load(checkpoint / "torch_rng.pt", weights_only=True)
@@ -350,7 +353,8 @@ class Trainer:
         self.optimizer.load_state_dict(optimizer_state)
         self.scheduler.load_state_dict(scheduler_state)
         torch.set_rng_state(rng)
-        self.bptt_rng.setstate(bptt_state)
+        for name, rng_state in rng_states.items():
+            getattr(self, name).setstate(rng_state)
         self.data.skip(position)
         self.distractor_level = int(state.get("distractor_level", self.distractor_level))
         self.step = step

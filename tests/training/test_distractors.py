@@ -156,3 +156,13 @@ def test_a_whole_distractor_can_be_the_questions_best_bm25_match(make_lcirc):
     assert [d.features.shape[1] for d in plain] == [32, 4, 4], "without candidates the whole one is any segment"
     with pytest.raises(ConfigError, match="whole_distractor_candidates"):
         TrainConfig(whole_distractor_candidates=-1)
+
+
+def test_a_resumed_run_draws_whole_and_own_words_examples_as_one_run_would(make_lcirc, tmp_path):
+    trainer = Trainer(_config(tmp_path, whole_share=0.5), model=make_lcirc("llama", **SELECTING))
+    for rng in (trainer.bptt_rng, trainer.whole_rng, trainer.own_words_rng):
+        rng.random()  # as training steps would
+    trainer.save_checkpoint()
+    expected = [rng.random() for rng in (trainer.bptt_rng, trainer.whole_rng, trainer.own_words_rng)]
+    resumed = Trainer(_config(tmp_path, whole_share=0.5), model=make_lcirc("llama", **SELECTING))
+    assert [rng.random() for rng in (resumed.bptt_rng, resumed.whole_rng, resumed.own_words_rng)] == expected
