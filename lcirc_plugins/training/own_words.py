@@ -39,7 +39,7 @@ def reply_in_own_words(reply: str, question: str, answer: str) -> str | None:
     asked = {_word(w) for w in question.split()}
     echo = []
     for word in reply.split():
-        if _word(word) not in asked or not _word(word):
+        if (bare := _word(word)) not in asked or not bare:
             break
         echo.append(word)
     return " ".join([*echo, answer]) + "." if echo else None
