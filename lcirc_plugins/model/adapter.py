@@ -45,7 +45,12 @@ class LCIRCAdapter(nn.Module):
             self.compressor: RecurrentCompressor | LayerMemoryCompressor = LayerMemoryCompressor(dim, config)
             blocks: dict[str, nn.Module] = {
                 str(i): LayerReader(
-                    anatomy(layers[i]), config.lora_rank, config.gate_init, config.whole_reader, config.whole_softmax == "joint"
+                    anatomy(layers[i]),
+                    config.lora_rank,
+                    config.gate_init,
+                    config.whole_reader,
+                    config.whole_softmax == "joint",
+                    config.memory_sink,
                 )
                 for i in gca_layers
             }

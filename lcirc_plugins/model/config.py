@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +126,14 @@ class LCIRCConfig:
             "both), so the question's whole rows take attention from the slots, as one shared reader's would."
         },
     )
+    memory_sink: float | None = field(
+        default=None,
+        metadata={
+            "help": "'layer' reader: the starting logit of a learned null row per query head in the memory's softmax, so "
+            "a token that finds nothing to read in the memory reads (almost) nothing (None: every token reads the memory, "
+            "as adapters before it did)."
+        },
+    )
     decoder_layers_path: str | None = field(
         default=None, metadata={"help": "Dotted path to the decoder layer list, only for backbones the automatic search cannot resolve."}
     )
@@ -159,6 +168,11 @@ class LCIRCConfig:
             raise ConfigError(f"whole_softmax is 'separate' or 'joint', got {self.whole_softmax!r}")
         if self.whole_softmax != "separate" and not self.whole_reader:
             raise ConfigError("whole_softmax chooses how a second reader's rows are read: set whole_reader as well")
+        sink = self.memory_sink
+        if sink is not None and (isinstance(sink, bool) or not isinstance(sink, (int, float)) or not math.isfinite(sink)):
+            raise ConfigError(f"memory_sink must be None or a finite number (a logit), got {sink!r}")
+        if sink is not None and self.reader != "layer":
+            raise ConfigError("memory_sink is a null row of the 'layer' reader's softmax: set reader='layer'")
         if self.ffn_mult <= 0:
             raise ConfigError(f"ffn_mult must be > 0, got {self.ffn_mult!r}")
         if self.segment_len > self.max_segment_len:

@@ -147,9 +147,16 @@ def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: tor
     return logits[:, None, None, :]
 
 
-def _softmax_of_rows(scores: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """Softmax over memory rows; a prompt with no row to read (a batch where only some read whole segments) gets 0."""
-    probs = scores.softmax(dim=-1)
+def _softmax_of_rows(scores: torch.Tensor, mask: torch.Tensor | None, sink: torch.Tensor | None = None) -> torch.Tensor:
+    """Softmax over memory rows; a prompt with no row to read (a batch where only some read whole segments) gets 0.
+
+    ``sink`` [1, H_kv, group*T, 1] is the logit of a null row with no value: the softmax runs over the rows and
+    it, so a token whose query matches no row puts its attention there and reads (almost) nothing.
+    """
+    if sink is None:
+        probs = scores.softmax(dim=-1)
+    else:
+        probs = (scores - torch.logaddexp(scores.logsumexp(dim=-1, keepdim=True), sink)).exp()
     if mask is None:
         return probs
     return probs.masked_fill(~mask.any(-1)[:, None, None, None], 0.0)
@@ -195,6 +202,11 @@ class LayerReader(nn.Module):
     Only the LoRA deltas and the gate are parameters; the borrowed modules are kept out of the module tree
     (``object.__setattr__``), so they are neither saved with the adapter nor trained.
 
+    With ``memory_sink`` each query head also has a learned sink logit, a null row in its softmax (as gpt-oss's
+    attention sinks): the read is then a softmax over the memory *and* nothing, so a token of plain text that finds
+    nothing to copy adds (almost) nothing to the frozen stream. Why (docs/TRAINING_FINDINGS.md, "A memory that can
+    be ignored"): over the memory alone every token reads something, and the window's continuation paid for it.
+
     With ``whole_reader`` a second reader of the same heads (its own deltas and gate, closed at first) reads the
     question's whole segments, the first reader the slots, each with its own softmax:
 
@@ -207,7 +219,13 @@ class LayerReader(nn.Module):
     """
 
     def __init__(
-        self, parts: AttentionAnatomy, lora_rank: int, gate_init: float = 0.0, whole_reader: bool = False, joint_softmax: bool = False
+        self,
+        parts: AttentionAnatomy,
+        lora_rank: int,
+        gate_init: float = 0.0,
+        whole_reader: bool = False,
+        joint_softmax: bool = False,
+        memory_sink: float | None = None,
     ) -> None:
         super().__init__()
         object.__setattr__(self, "parts", parts)
@@ -225,7 +243,10 @@ class LayerReader(nn.Module):
             else None
         )
         self.attn_gate = nn.Parameter(torch.tensor([gate_init]))
-        self.whole = LayerReader(parts, lora_rank) if whole_reader else None  # closed: reads as without it
+        self.attn_sink = None if memory_sink is None else nn.Parameter(torch.full((parts.num_heads,), float(memory_sink)))
+        # Closed: reads as without it. With one softmax for both kinds of rows, this reader's sink is the joint one.
+        whole_sink = None if joint_softmax else memory_sink
+        self.whole = LayerReader(parts, lora_rank, memory_sink=whole_sink) if whole_reader else None
         self.joint_softmax = joint_softmax
 
     def _delta(self, name: str, x: torch.Tensor) -> torch.Tensor | float:
@@ -270,6 +291,14 @@ class LayerReader(nn.Module):
         mask = _logit_mask(memory_mask, bias, torch.float32)
         return (scores if mask is None else scores + mask), q.shape
 
+    def _sink(self, shape: torch.Size) -> torch.Tensor | None:
+        """The sink logits laid out as :meth:`_scores`' rows, [1, H_kv, group*T, 1], for a query of ``shape``."""
+        if self.attn_sink is None:
+            return None
+        _, h, t, _ = shape
+        kv_heads = self.parts.num_kv_heads
+        return self.attn_sink.float().view(kv_heads, h // kv_heads, 1).expand(-1, -1, t).reshape(1, kv_heads, -1, 1)
+
     def _output(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """The attention probabilities applied to the values, through the layer's output projection: [B, T, d]."""
         b, h, t, d = shape
@@ -291,7 +320,7 @@ class LayerReader(nn.Module):
         ``weights``, when a list, receives the attention probabilities [B, heads, T, N] (provenance only).
         """
         scores, shape = self._scores(hidden, memory_kv, memory_mask, rotary, bias)
-        probs = _softmax_of_rows(scores, memory_mask)
+        probs = _softmax_of_rows(scores, memory_mask, self._sink(shape))
         if weights is not None:
             weights.append(probs.view(*shape[:3], -1))
         return self._output(probs, memory_kv[1], shape)
@@ -310,7 +339,7 @@ class LayerReader(nn.Module):
         slot_scores, slot_shape = self._scores(hidden, memory_kv, memory_mask, rotary, bias)
         whole_scores, whole_shape = self.whole._scores(hidden, whole.kv, whole.mask, rotary, whole.bias)
         masks = [_rows_or_all(memory_mask, memory_kv[0], hidden), _rows_or_all(whole.mask, whole.kv[0], hidden)]
-        probs = _softmax_of_rows(torch.cat([slot_scores, whole_scores], dim=-1), torch.cat(masks, dim=-1))
+        probs = _softmax_of_rows(torch.cat([slot_scores, whole_scores], dim=-1), torch.cat(masks, dim=-1), self._sink(slot_shape))
         slot_probs, whole_probs = probs.split([slot_scores.shape[-1], whole_scores.shape[-1]], dim=-1)
         return (slot_probs, slot_shape), (whole_probs, whole_shape)
 

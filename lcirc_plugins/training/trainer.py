@@ -267,11 +267,11 @@ class Trainer:
             self._resume()
 
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Gates in their own group: at 0 they block every other gradient, so they get ``gate_lr_scale``."""
+        """Gates (and sink logits) in their own group: at 0 they block every other gradient, so they get ``gate_lr_scale``."""
         gates, others = [], []
         for name, param in self.model.adapter.named_parameters():
             if param.requires_grad:
-                (gates if name.endswith("_gate") else others).append(param)
+                (gates if name.endswith(("_gate", "_sink")) else others).append(param)
         groups = [{"params": others}]
         if gates:
             groups.append({"params": gates, "lr": self.config.lr * self.config.gate_lr_scale, "weight_decay": 0.0})
@@ -517,7 +517,9 @@ class Trainer:
     def _evaluate_language_modelling(self, examples: int = 6) -> dict[str, list[float]]:
         """Held-out continuation of ``lm_data`` (every 20th document) with its text in memory and without: the
         memory must lower this loss, never raise it (the card's perplexity)."""
-        config = dataclasses.replace(self.config, stage="lm", data=self.config.lm_data, eval_data="", lm_share=0.0)
+        config = dataclasses.replace(
+            self.config, stage="lm", data=self.config.lm_data, eval_data="", lm_share=0.0, answers_in_own_words=0.0
+        )
         stream = ExampleStream(self.model.tokenizer, config, "eval")
         losses: dict[str, list[float]] = {"eval_lm_loss": [], "eval_lm_loss_no_memory": []}
         for index in range(examples):

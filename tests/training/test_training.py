@@ -425,3 +425,15 @@ def test_a_share_of_qa_examples_continue_plain_text_and_are_evaluated_with_and_w
         TrainConfig(stage="qa", lm_share=0.5)
     with pytest.raises(ConfigError, match="lm_share"):
         TrainConfig(stage="lm", lm_data=str(folder), lm_share=0.5)
+
+
+def test_held_out_continuations_are_evaluated_beside_answers_in_own_words(make_lcirc, tmp_path):
+    """The held-out continuation reads plain text (an lm-stage stream): qa-only options must not follow it there
+    (R18 stopped at its last evaluation with "answers_in_own_words is a share ... of qa-stage examples")."""
+    folder = _text_folder(tmp_path)
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, slot_selection=True)
+    config = _config(
+        tmp_path / "run", stage="qa", data="synthetic:passkey", lm_data=str(folder), lm_share=0.5, answers_in_own_words=0.5, eval_examples=1
+    )
+    record = Trainer(config, model=model).evaluate()
+    assert record["eval_lm_loss"] > 0 and record["eval_lm_loss_no_memory"] > 0
