@@ -32,12 +32,13 @@ def main() -> None:
     parser.add_argument("--sinks", nargs="+", default=["none", "4", "6", "8"])
     parser.add_argument("--ppl-samples", type=int, default=3)
     parser.add_argument("--keys", type=int, default=5)
+    parser.add_argument("--start", type=int, default=20, help="first key's index (product_path_eval's --start)")
     parser.add_argument("--task", default="passkey")
     args = parser.parse_args()
     model = LCIRCModel.from_pretrained(args.adapter, config_overrides={"memory_sink": -1e4})
     text = Path(BOOK).read_text(encoding="utf-8-sig")
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    stride = (len(ids) - args.tokens - 3000) // args.ppl_samples
+    stride = (len(ids) - args.tokens - 3000) // max(args.ppl_samples, 1)
     pieces = [ids[3000 + i * stride : 3000 + i * stride + args.tokens] for i in range(args.ppl_samples)]
     truncated = TruncatedBackbone(model)
     print("truncated nll", [round(truncated.nll(p[:-128], p[-128:]), 3) for p in pieces], flush=True)
@@ -50,17 +51,23 @@ def main() -> None:
         for sink in args.sinks:
             set_sinks(model, sink)
             nll[sink].append(round(system._score(context[-keep:] + target, len(target), rows), 3))
-    found = {s: 0 for s in args.sinks}
+    found = {(s, qd): 0 for s in args.sinks for qd in (False, True)}
     for i in range(args.keys):
-        example = TASKS[args.task](derive_seed(2026, 20 + i), num_tokens=args.tokens, tokenizer=model.tokenizer, haystack=text)
+        example = TASKS[args.task](derive_seed(2026, args.start + i), num_tokens=args.tokens, tokenizer=model.tokenizer, haystack=text)
         memory = model.compress(example.context)
         for sink in args.sinks:
             set_sinks(model, sink)
             memory.adapter_fingerprint = model.adapter_fingerprint  # same compressor: the sinks are read-side only
-            prepared = model.prepare_answer(example.question, memory, max_new_tokens=16, query_dependent=True)
-            found[sink] += example.answer in model.generate_text(prepared, max_new_tokens=16)[0]
+            for qd in (False, True):  # the card measures both: a sink can keep QD's keys and lose LCIRC's
+                prepared = model.prepare_answer(example.question, memory, max_new_tokens=24, query_dependent=qd)
+                found[sink, qd] += example.answer in model.generate_text(prepared, max_new_tokens=24)[0]
     for sink in args.sinks:
-        print(f"sink {sink}: lcirc nll {nll[sink]} (mean {sum(nll[sink]) / len(nll[sink]):.3f}) {args.task} {found[sink]}/{args.keys}", flush=True)
+        mean = sum(nll[sink]) / max(len(nll[sink]), 1)
+        print(
+            f"sink {sink}: lcirc nll {nll[sink]} (mean {mean:.3f}) {args.task} "
+            f"lcirc {found[sink, False]}/{args.keys} qd-lcirc {found[sink, True]}/{args.keys}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -211,7 +211,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .model.adapter import load_adapter_weights
     from .model.lcirc_model import LCIRCModel
 
-    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone)
+    overrides = None if args.memory_sink is None else {"memory_sink": args.memory_sink}
+    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides)
+    if args.memory_sink is not None:  # grown or replaced: every head's sink is the value chosen by measurement
+        with torch.no_grad():
+            for name, param in model.adapter.named_parameters():
+                if name.endswith("attn_sink"):
+                    param.fill_(args.memory_sink)
     path = model.save_pretrained(args.output, dtype=getattr(torch, args.dtype))
     load_adapter_weights(model.adapter, path)  # the fingerprint printed is the one the export loads with (rounded weights)
     size = sum(f.stat().st_size for f in Path(path).iterdir()) / 1e6
@@ -271,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("-o", "--output", required=True, help="directory to write")
     export.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16")
     export.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
+    export.add_argument(
+        "--memory-sink", type=float, default=None, metavar="LOGIT", help="give every memory-reading head a sink of this logit (docs/TRAINING_FINDINGS.md, R18)"
+    )
     export.set_defaults(func=cmd_export)
 
     graft = commands.add_parser("graft", help="give an adapter whole readers copied from another adapter's readers")

@@ -281,6 +281,31 @@ def test_export_writes_a_bf16_adapter_that_loads_back(capsys: pytest.CaptureFixt
 
 
 @pytest.mark.integration
+def test_export_gives_every_head_the_memory_sink_chosen(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--memory-sink`` grows a sink on an adapter that has none and replaces the values of one that has; the
+    other weights are exported as they were."""
+    import torch
+
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    torch.manual_seed(0)
+    config = LCIRCConfig(reader="layer", lora_rank=4, tokens_per_slot=4, gca_layers=[0, 29], gate_init=0.3)
+    source = LCIRCModel.from_backbone("smollm2-135m-instruct", config)
+    source.save_pretrained(tmp_path / "plain")
+    source.injector.detach()
+    for start, logit, out_dir in (("plain", "8", "sink8"), ("sink8", "6.5", "sink6")):
+        code, _, err = run(capsys, "export", tmp_path / start, "-o", tmp_path / out_dir, "--memory-sink", logit, "--dtype", "float32")
+        assert code == 0, err
+        loaded = LCIRCModel.from_pretrained(tmp_path / out_dir)
+        weights = loaded.adapter.state_dict()
+        sinks = {k: v for k, v in weights.items() if k.endswith("attn_sink")}
+        assert len(sinks) == 2 and all(torch.all(v == float(logit)) for v in sinks.values())
+        assert all(torch.equal(v, weights[k]) for k, v in source.adapter.state_dict().items())
+        assert loaded.config.memory_sink == float(logit)
+        loaded.injector.detach()
+
+
+@pytest.mark.integration
 def test_graft_gives_an_adapter_another_adapter_s_readers_as_whole_readers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import torch
 
