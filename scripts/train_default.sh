@@ -30,3 +30,6 @@ cp configs/default-adapter-card.md "$DEST/MODEL_CARD.md"
   --tasks perplexity --systems truncated lcirc qd-lcirc --section perplexity-window "$@"
 .venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card-passkey-8k --card "$DEST/MODEL_CARD.md" \
   --tasks passkey --lengths 8192 --samples 50 --systems truncated bm25-rag lcirc-memory qd-lcirc-memory --section passkey-8k
+.venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card-128k --card "$DEST/MODEL_CARD.md" \
+  --tasks passkey --lengths 131072 --samples 5 \
+  --systems truncated bm25-rag lcirc-memory qd-lcirc-memory --section 128k
