@@ -25,11 +25,14 @@ train default-8-long-whole
 train default-9-own-words
 .venv/bin/lcirc export runs/default-9-own-words/adapter -o "$DEST" --dtype bfloat16
 cp configs/default-adapter-card.md "$DEST/MODEL_CARD.md"
-.venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card --card "$DEST/MODEL_CARD.md" "$@"
-.venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card-perplexity-window --card "$DEST/MODEL_CARD.md" \
-  --tasks perplexity --systems truncated lcirc qd-lcirc --section perplexity-window "$@"
-.venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card-passkey-8k --card "$DEST/MODEL_CARD.md" \
-  --tasks passkey --lengths 8192 --samples 50 --systems truncated bm25-rag lcirc-memory qd-lcirc-memory --section passkey-8k
-.venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out runs/card-128k --card "$DEST/MODEL_CARD.md" \
-  --tasks passkey --lengths 131072 --samples 5 \
-  --systems truncated bm25-rag lcirc-memory qd-lcirc-memory --section 128k
+card() {  # one measured section of the card: card OUT_NAME [eval.card arguments]
+  local out=$1
+  shift
+  .venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out "runs/$out" --card "$DEST/MODEL_CARD.md" "$@"
+}
+card card "$@"
+card card-perplexity-window --tasks perplexity --systems truncated lcirc qd-lcirc --section perplexity-window "$@"
+card card-passkey-8k --tasks passkey --lengths 8192 --samples 50 --systems truncated bm25-rag lcirc-memory qd-lcirc-memory \
+  --section passkey-8k
+card card-128k --tasks passkey --lengths 131072 --samples 5 --systems truncated bm25-rag lcirc-memory qd-lcirc-memory \
+  --section 128k
