@@ -1,10 +1,13 @@
 """Cost of the layer reader (issue 15): memory size, build, question and answer time, per book size.
 
-    python benchmarks/layer_reader_cost.py [--runs 131072:8 131072:32 131072:32x8]
+    python benchmarks/layer_reader_cost.py [--adapter default] [--runs 131072 131072x8]
+    python benchmarks/layer_reader_cost.py --adapter untrained --runs 131072:8 131072:32
 
-Each run (book size in tokens : tokens per slot, optionally ``xN``: N such memories read together, as when a
-question spans N books) goes in a fresh worker process, with an untrained adapter of the layer reader's
-architecture on the default backbone (speed does not depend on training). Beside each build: the backbone's
+Each run (book size in tokens, optionally ``:TOKENS_PER_SLOT``, optionally ``xN``: N such memories read together,
+as when a question spans N books) goes in a fresh worker process. ``--adapter`` is the adapter to time: the shipped
+default (or any adapter directory), whose architecture fixes its tokens per slot, or ``untrained``: an untrained
+adapter of the layer reader's architecture (:data:`LAYER_CONFIG`, no whole-segment readers) with the tokens per slot
+of each run, for sweeping that choice (speed does not depend on training). Beside each build: the backbone's
 own segment-wise prefill of the same tokens, the floor for a per-layer memory (one frozen forward over the
 book). Writes ``benchmarks/results/layer_reader_cost.json`` and the "Layer reader" section of
 ``benchmarks/RESULTS.md`` (kept there when ``performance.py`` rewrites the rest), to read beside the paper
@@ -26,15 +29,34 @@ from report_sections import write_section
 
 SECTION = "layer-reader-cost"
 LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_selection": True, "query_dependent": True}
+DEFAULT_TOKENS_PER_SLOT = 32
 
 
-def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
+def build_model(adapter: str, tokens_per_slot: int | None) -> Any:
+    """The adapter to time on the default backbone: ``untrained`` (of :data:`LAYER_CONFIG`) or a saved one."""
     import torch
 
     from lcirc_plugins import LCIRCConfig, LCIRCModel
+    from lcirc_plugins.model.loading import load_model
 
-    torch.manual_seed(0)
-    model = LCIRCModel.from_backbone(BACKBONE, LCIRCConfig(**LAYER_CONFIG, tokens_per_slot=tokens_per_slot))
+    if adapter == "untrained":
+        torch.manual_seed(0)
+        config = LCIRCConfig(**LAYER_CONFIG, tokens_per_slot=tokens_per_slot or DEFAULT_TOKENS_PER_SLOT)
+        return LCIRCModel.from_backbone(BACKBONE, config)
+    model = load_model(adapter)
+    if tokens_per_slot not in (None, model.config.tokens_per_slot):
+        raise SystemExit(
+            f"error: adapter {adapter!r} was trained with {model.config.tokens_per_slot} tokens per slot, not "
+            f"{tokens_per_slot}; drop ':{tokens_per_slot}' from the run, or time --adapter untrained"
+        )
+    return model
+
+
+def worker(adapter: str, chars: int, tokens_per_slot: int | None, copies: int = 1) -> dict[str, Any]:
+    import torch
+
+    model = build_model(adapter, tokens_per_slot)
+    tokens_per_slot = model.config.tokens_per_slot
     text = book_text(chars)
     model.compress(text[:5_000])  # warm-up
     build, memory = best_of(1, lambda: model.compress(text))
@@ -48,7 +70,9 @@ def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
     floor, _ = best_of(1, prefill)
     # N memories read together: the QD step and the answer see N times the slots (a 1M-token memory as 8 books of
     # 128K), while the build and its floor are one book's.
-    question, rows = best_of(3, lambda: model.read_memories([memory] * copies, QUESTION))
+    # The product's QD step (LCIRCModel.prepare_answer): each memory as the question reads it (its chosen segments
+    # whole, when the adapter has whole readers), then the rows of all of them.
+    question, rows = best_of(3, lambda: model.read_memories([model.for_question(memory, QUESTION) for _ in range(copies)], QUESTION))
     prompt = model.prompt_ids(QUESTION, NEW_TOKENS)
 
     def answer(memory_rows: Any) -> float:
@@ -63,6 +87,9 @@ def worker(chars: int, tokens_per_slot: int, copies: int = 1) -> dict[str, Any]:
         timings["window"].append(answer(None))
     layers = memory.features.shape[1]
     return {
+        "adapter": adapter,
+        "adapter_fingerprint": model.adapter.fingerprint()[:12],
+        "whole_reader": model.config.whole_reader,
         "tokens": memory.num_tokens * copies,
         "books": copies,
         "tokens_per_slot": tokens_per_slot,
@@ -87,19 +114,24 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         "## Layer reader (issue 15): per-layer memory cost",
         "",
         (
-            "`python benchmarks/layer_reader_cost.py` (untrained adapter of the layer reader's architecture: "
-            f"{rows[0]['memory_layers']} memory layers, d = 576, salience-selected slots, QD; {rows[0]['torch_threads']} torch threads). "
+            "`python benchmarks/layer_reader_cost.py` (default backbone, d = 576; salience-selected slots, QD; "
+            f"{rows[0]['torch_threads']} torch threads). Adapter `default` is the shipped one (its whole-segment "
+            "readers included); `untrained` is an untrained adapter of the layer reader's architecture without "
+            "whole-segment readers, for sweeping tokens per slot. "
             "Build = one frozen forward over the book up to the last memory layer, then slot selection; the floor is "
             "the backbone's own segment-wise prefill of the same tokens. A question re-reads no text: the QD step "
             "scores the stored slots for it (`LCIRCModel.read_memories`). A row of N books reads N memories of the "
-            "size shown at once (QD step and answer over all their slots); its build and floor are one book's."
+            "size shown at once (QD step and answer over all their slots); its build and floor are one book's. "
+            "With whole readers the question step also reads the question's whole segments (one frozen forward "
+            "over them, `LCIRCModel.for_question`) and the answer reads them beside the slots."
         ),
         "",
-        "| tokens | books | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| adapter | memory layers | whole readers | tokens | books | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
+            f"| {adapter_name(r)} | {r['memory_layers']} | {'yes' if r.get('whole_reader') else 'no'} "
             f"| {r['tokens']:,} | {r.get('books', 1)} | {r['tokens_per_slot']} | {r['slots']:,} | {r['memory_mib_float32']:,.0f} / "
             f"{r['memory_mib_bfloat16']:,.0f} MiB | {r['build']['s']:.1f} s (+{r['build']['peak_increase_mib']:,.0f} MiB) | "
             f"{r['prefill_floor']['s']:.1f} s | {r['build_over_prefill']:.2f}x | {r['question_s'] * 1000:.1f} ms | "
@@ -108,35 +140,40 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def parse_run(run: str) -> tuple[int, int, int]:
-    """``SIZE:TOKENS_PER_SLOT[xBOOKS]`` -> (size, tokens per slot, books)."""
-    size, _, rest = run.partition(":")
-    tokens_per_slot, _, books = rest.partition("x")
-    return int(size), int(tokens_per_slot), int(books or 1)
+def adapter_name(row: dict[str, Any]) -> str:
+    name = row.get("adapter", "untrained")  # rows from before --adapter timed the untrained architecture
+    return f"{name} ({row['adapter_fingerprint']})" if name != "untrained" and "adapter_fingerprint" in row else name
 
 
-def run_key(row: dict[str, Any]) -> tuple[int, int, int]:
-    return row["tokens"], row.get("books", 1), row["tokens_per_slot"]
+def parse_run(run: str) -> tuple[int, int | None, int]:
+    """``SIZE[:TOKENS_PER_SLOT][xBOOKS]`` -> (size, tokens per slot or None for the adapter's own, books)."""
+    run, _, books = run.partition("x")
+    size, _, tokens_per_slot = run.partition(":")
+    return int(size), int(tokens_per_slot) if tokens_per_slot else None, int(books or 1)
+
+
+def run_key(row: dict[str, Any]) -> tuple[str, int, int, int]:
+    return row.get("adapter", "untrained"), row["tokens"], row.get("books", 1), row["tokens_per_slot"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", nargs="+", default=["131072:8", "131072:32", "131072:32x8"], help="SIZE:TOKENS_PER_SLOT[xBOOKS]")
-    parser.add_argument("--worker", nargs=3, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--adapter", default="default", help="'default' (the shipped adapter), an adapter directory, or 'untrained'")
+    parser.add_argument("--runs", nargs="+", default=["131072", "131072x8"], help="SIZE[:TOKENS_PER_SLOT][xBOOKS]")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)  # one run's arguments, as JSON
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker)))
+        print(json.dumps(worker(**json.loads(args.worker))))
         return
     runs = [parse_run(run) for run in args.runs]
     chars = chars_for_sizes(sorted({size for size, _, _ in runs}))
     results = RESULTS_DIR / "layer_reader_cost.json"
     rows = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []  # earlier runs stay unless re-measured
     for size, tokens_per_slot, books in runs:
-        print(f"[layer-reader-cost] {books} x {size:,} tokens, {tokens_per_slot} per slot", flush=True)
-        out = subprocess.run(
-            [sys.executable, __file__, "--worker", str(chars[size]), str(tokens_per_slot), str(books)],
-            check=True, capture_output=True, text=True,
-        )
+        per_slot = f"{tokens_per_slot} per slot" if tokens_per_slot else "the adapter's tokens per slot"
+        print(f"[layer-reader-cost] adapter {args.adapter}: {books} x {size:,} tokens, {per_slot}", flush=True)
+        job = {"adapter": args.adapter, "chars": chars[size], "tokens_per_slot": tokens_per_slot, "copies": books}
+        out = subprocess.run([sys.executable, __file__, "--worker", json.dumps(job)], check=True, capture_output=True, text=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         rows = sorted([r for r in rows if run_key(r) != run_key(row)] + [row], key=run_key)
         # Written after every run: a long run takes most of an hour here, and what was measured stays.

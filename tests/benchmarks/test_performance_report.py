@@ -130,3 +130,34 @@ def test_minilm_flops_counts_linear_layers_and_chunked_attention():
     per_token = 2 * (4 * 16 + 2 * 4 * 8)  # q, k, v, o and the two MLP matrices, per layer
     attention = 2 * 2 * 4 * (3 * 3 + 1 * 1)  # two chunks of 3 and 1 tokens
     assert minilm_flops(config, 4, 3) == 2 * (4 * per_token + attention)
+
+
+def _layer_row(**extra) -> dict:
+    phase = {"s": 100.0, "peak_increase_mib": 500.0}
+    return {
+        "tokens": 131072, "books": 1, "tokens_per_slot": 32, "slots": 4096, "memory_layers": 22,
+        "memory_mib_float32": 198.0, "memory_mib_bfloat16": 99.0, "build": phase, "prefill_floor": phase,
+        "build_over_prefill": 1.0, "question_s": 0.1, "answer_memory_s": 6.0, "answer_window_s": 4.0,
+        "answer_ratio": 1.5, "torch_threads": 2, **extra,
+    }
+
+
+def test_layer_reader_cost_runs_take_the_adapters_own_tokens_per_slot_unless_given():
+    from layer_reader_cost import parse_run
+
+    assert parse_run("131072") == (131072, None, 1)
+    assert parse_run("131072x8") == (131072, None, 8)
+    assert parse_run("131072:8") == (131072, 8, 1)
+    assert parse_run("131072:32x8") == (131072, 32, 8)
+
+
+def test_layer_reader_cost_rows_name_the_adapter_they_timed():
+    """The shipped adapter's rows and the untrained architecture's are kept apart (rows from before --adapter were untrained)."""
+    from layer_reader_cost import markdown, run_key
+
+    old = _layer_row()
+    shipped = _layer_row(adapter="default", adapter_fingerprint="ab51ca45e716", whole_reader=True)
+    assert run_key(old) != run_key(shipped)
+    lines = markdown([old, shipped]).splitlines()
+    assert lines[-2].startswith("| untrained | 22 | no | 131,072 |")
+    assert lines[-1].startswith("| default (ab51ca45e716) | 22 | yes | 131,072 |") and lines[-1].endswith("(1.50x) |")
