@@ -119,11 +119,11 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "readers included); `untrained` is an untrained adapter of the layer reader's architecture without "
             "whole-segment readers, for sweeping tokens per slot. "
             "Build = one frozen forward over the book up to the last memory layer, then slot selection; the floor is "
-            "the backbone's own segment-wise prefill of the same tokens. A question re-reads no text: the QD step "
-            "scores the stored slots for it (`LCIRCModel.read_memories`). A row of N books reads N memories of the "
-            "size shown at once (QD step and answer over all their slots); its build and floor are one book's. "
-            "With whole readers the question step also reads the question's whole segments (one frozen forward "
-            "over them, `LCIRCModel.for_question`) and the answer reads them beside the slots."
+            "the backbone's own segment-wise prefill of the same tokens. The question step is the product's: the QD "
+            "bias scores the stored slots (`LCIRCModel.read_memories`), and with whole readers the question's "
+            "chosen segments are read whole (one frozen forward over them, `LCIRCModel.for_question`), which the "
+            "answer reads beside the slots; no other text is re-read. A row of N books reads N memories of the "
+            "size shown at once (question step and answer over all of them); its build and floor are one book's."
         ),
         "",
         "| adapter | memory layers | whole readers | tokens | books | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",

@@ -57,6 +57,7 @@ def main() -> None:
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             answer(prepared.rows)
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
     def answer_projected() -> float:
         """The answer with the memory's keys/values already projected: one forward in the same conditioning fills them."""
         with model.injector.conditioned(*model.memory_states(prepared.rows)):

@@ -30,13 +30,10 @@ card() {  # one measured section of the card: card OUT_NAME [eval.card arguments
   shift
   .venv/bin/python -m lcirc_plugins.eval.card --adapter "$DEST" --out "runs/$out" --card "$DEST/MODEL_CARD.md" "$@"
 }
+compared=(--systems truncated bm25-rag lcirc-memory qd-lcirc-memory)  # the sections' systems: the baselines and both paths
 card card "$@"
 card card-perplexity-window --tasks perplexity --systems truncated lcirc qd-lcirc --section perplexity-window "$@"
-card card-passkey-8k --tasks passkey --lengths 8192 --samples 50 --systems truncated bm25-rag lcirc-memory qd-lcirc-memory \
-  --section passkey-8k
-card card-needle-32k --tasks niah_single --needle-length 32768 --samples 50 \
-  --systems truncated bm25-rag lcirc-memory qd-lcirc-memory --section needle-32k
-card card-128k --tasks passkey --lengths 131072 --samples 5 --systems truncated bm25-rag lcirc-memory qd-lcirc-memory \
-  --section 128k
-card card-needle-128k --tasks niah_single --needle-length 131072 --samples 5 \
-  --systems truncated bm25-rag lcirc-memory qd-lcirc-memory --section needle-128k
+card card-passkey-8k --tasks passkey --lengths 8192 --samples 50 "${compared[@]}" --section passkey-8k
+card card-needle-32k --tasks niah_single --needle-length 32768 --samples 50 "${compared[@]}" --section needle-32k
+card card-128k --tasks passkey --lengths 131072 --samples 5 "${compared[@]}" --section 128k
+card card-needle-128k --tasks niah_single --needle-length 131072 --samples 5 "${compared[@]}" --section needle-128k
