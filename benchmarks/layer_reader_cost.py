@@ -17,6 +17,7 @@ reader's rows and the MiniLM vector index in that file.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -25,7 +26,7 @@ import time
 from typing import Any
 
 from performance import BACKBONE, NEW_TOKENS, QUESTION, REPORT, RESULTS_DIR, best_of, book_text, chars_for_sizes
-from report_sections import write_section
+from report_sections import read_section, write_section
 
 SECTION = "layer-reader-cost"
 LAYER_CONFIG = {"reader": "layer", "segment_len": 512, "max_segment_len": 512, "slot_selection": True, "query_dependent": True}
@@ -70,9 +71,13 @@ def worker(adapter: str, chars: int, tokens_per_slot: int | None, copies: int = 
     floor, _ = best_of(1, prefill)
     # N memories read together: the QD step and the answer see N times the slots (a 1M-token memory as 8 books of
     # 128K), while the build and its floor are one book's.
-    # The product's QD step (LCIRCModel.prepare_answer): each memory as the question reads it (its chosen segments
-    # whole, when the adapter has whole readers), then the rows of all of them.
-    question, rows = best_of(3, lambda: model.read_memories([model.for_question(memory, QUESTION) for _ in range(copies)], QUESTION))
+    # The product's QD step (LCIRCModel.prepare_answer): the memories as the question reads them (its chosen segments
+    # over all of them whole, when the adapter has whole readers), then the rows of all of them. The books are distinct memory objects
+    # (sharing tensors), each with its own keys/values for the readers, projected as each one's build would.
+    books = [memory] + [dataclasses.replace(memory) for _ in range(copies - 1)]
+    for book in books[1:]:
+        model.keys_values(book)
+    question, rows = best_of(3, lambda: model.read_memories(model.for_question_all(books, QUESTION), QUESTION))
     prompt = model.prompt_ids(QUESTION, NEW_TOKENS)
 
     def answer(memory_rows: Any) -> float:
@@ -98,6 +103,9 @@ def worker(adapter: str, chars: int, tokens_per_slot: int | None, copies: int = 
         "floats_per_token": memory.features[0].numel() / tokens_per_slot,
         "memory_mib_float32": memory.features.numel() * 4 * copies / 2**20,
         "memory_mib_bfloat16": memory.features.numel() * 2 * copies / 2**20,
+        "keys_values_mib": sum(book.projected[1].numel() * book.projected[1].element_size() for book in books) / 2**20
+        if memory.projected is not None
+        else 0.0,
         "build": build,
         "prefill_floor": floor,
         "build_over_prefill": build["s"] / floor["s"],
@@ -109,7 +117,9 @@ def worker(adapter: str, chars: int, tokens_per_slot: int | None, copies: int = 
     }
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
+def markdown(rows: list[dict[str, Any]], earlier: list[str] = ()) -> str:
+    """The section's table of ``rows``, with the ``earlier`` table lines of runs not measured again (a fresh machine
+    has no results file, and the rows it does not re-measure stay)."""
     lines = [
         "## Layer reader (issue 15): per-layer memory cost",
         "",
@@ -120,24 +130,47 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             "whole-segment readers, for sweeping tokens per slot. "
             "Build = one frozen forward over the book up to the last memory layer, then slot selection; the floor is "
             "the backbone's own segment-wise prefill of the same tokens. The question step is the product's: the QD "
-            "bias scores the stored slots (`LCIRCModel.read_memories`), and with whole readers the question's "
-            "chosen segments are read whole (one frozen forward over them, `LCIRCModel.for_question`), which the "
-            "answer reads beside the slots; no other text is re-read. A row of N books reads N memories of the "
-            "size shown at once (question step and answer over all of them); its build and floor are one book's."
+            "bias scores the stored slots (`LCIRCModel.read_memories`), and with whole readers the question's two "
+            "chosen segments (two over all the books it reads) are read whole (one frozen forward over them, "
+            "`LCIRCModel.for_question_all`), which the answer reads beside the slots; no other text is re-read. The "
+            "build also projects the readers' keys and values of the stored rows (kept with the memory in RAM: the "
+            "'+ keys/values' beside its size), so no question or answer projects them again. A row of N books reads "
+            "N memories of the size shown at once (question step and answer over all of them); its build and floor "
+            "are one book's."
         ),
         "",
         "| adapter | memory layers | whole readers | tokens | books | tokens per slot | slots | memory (float32 / bf16) | build | backbone prefill (floor) | build / floor | question | 64-token answer: memory / window |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
-        lines.append(
-            f"| {adapter_name(r)} | {r['memory_layers']} | {'yes' if r.get('whole_reader') else 'no'} "
-            f"| {r['tokens']:,} | {r.get('books', 1)} | {r['tokens_per_slot']} | {r['slots']:,} | {r['memory_mib_float32']:,.0f} / "
-            f"{r['memory_mib_bfloat16']:,.0f} MiB | {r['build']['s']:.1f} s (+{r['build']['peak_increase_mib']:,.0f} MiB) | "
-            f"{r['prefill_floor']['s']:.1f} s | {r['build_over_prefill']:.2f}x | {r['question_s'] * 1000:.1f} ms | "
-            f"{r['answer_memory_s']:.2f} / {r['answer_window_s']:.2f} s ({r['answer_ratio']:.2f}x) |"
-        )
-    return "\n".join(lines)
+    table = {run_key(r): table_line(r) for r in rows}
+    for line in earlier:
+        table.setdefault(line_key(line), line)
+    return "\n".join(lines + [table[key] for key in sorted(table)])
+
+
+def table_line(r: dict[str, Any]) -> str:
+    memory = f"{r['memory_mib_float32']:,.0f} / {r['memory_mib_bfloat16']:,.0f} MiB"
+    if r.get("keys_values_mib"):
+        memory += f" + {r['keys_values_mib']:,.0f} MiB keys/values"
+    return (
+        f"| {adapter_name(r)} | {r['memory_layers']} | {'yes' if r.get('whole_reader') else 'no'} "
+        f"| {r['tokens']:,} | {r.get('books', 1)} | {r['tokens_per_slot']} | {r['slots']:,} | {memory} "
+        f"| {r['build']['s']:.1f} s (+{r['build']['peak_increase_mib']:,.0f} MiB) | "
+        f"{r['prefill_floor']['s']:.1f} s | {r['build_over_prefill']:.2f}x | {r['question_s'] * 1000:.1f} ms | "
+        f"{r['answer_memory_s']:.2f} / {r['answer_window_s']:.2f} s ({r['answer_ratio']:.2f}x) |"
+    )
+
+
+def line_key(line: str) -> tuple[str, int, int, int]:
+    """:func:`run_key` of a table line of an earlier run."""
+    cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+    return cells[0].split(" (")[0], int(cells[3].replace(",", "")), int(cells[4]), int(cells[5])
+
+
+def earlier_lines() -> list[str]:
+    """The table lines of the report's section as it stands."""
+    section = read_section(REPORT, SECTION) or ""
+    return [line for line in section.splitlines() if line.startswith("| ") and not line.startswith("| adapter ")]
 
 
 def adapter_name(row: dict[str, Any]) -> str:
@@ -169,6 +202,7 @@ def main() -> None:
     chars = chars_for_sizes(sorted({size for size, _, _ in runs}))
     results = RESULTS_DIR / "layer_reader_cost.json"
     rows = json.loads(results.read_text(encoding="utf-8")) if results.exists() else []  # earlier runs stay unless re-measured
+    earlier = earlier_lines()
     for size, tokens_per_slot, books in runs:
         per_slot = f"{tokens_per_slot} per slot" if tokens_per_slot else "the adapter's tokens per slot"
         print(f"[layer-reader-cost] adapter {args.adapter}: {books} x {size:,} tokens, {per_slot}", flush=True)
@@ -179,7 +213,7 @@ def main() -> None:
         # Written after every run: a long run takes most of an hour here, and what was measured stays.
         RESULTS_DIR.mkdir(exist_ok=True)
         results.write_text(json.dumps(rows, indent=2), encoding="utf-8")
-        write_section(markdown(rows), REPORT, SECTION)
+        write_section(markdown(rows, earlier), REPORT, SECTION)
         print(f"[layer-reader-cost] wrote {REPORT}", flush=True)
 
 

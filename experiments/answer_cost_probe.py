@@ -4,10 +4,10 @@
 
 Builds the memory once (the same book text as ``benchmarks/layer_reader_cost.py``) and saves it at the given path;
 later runs load it. Times a 64-token greedy answer on the product path (``prepare_answer``: the question's whole
-segments read beside the slots) against the window alone, interleaved, and the same answer with every layer's keys and
-values of the memory projected beforehand (what a cache of them would leave to pay); ``--profile`` prints
-torch.profiler's operator table for one answer with memory. The benchmark of record stays
-``benchmarks/layer_reader_cost.py``.
+segments read beside the slots; the memory's keys and values projected once, with it, and rotated per answer)
+against the window alone, interleaved, and the same answer with every layer's keys and values already rotated and
+laid out for reading (what the per-answer preparation costs); ``--profile`` prints torch.profiler's operator table
+for one answer with memory. The benchmark of record stays ``benchmarks/layer_reader_cost.py``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def main() -> None:
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
     def answer_projected() -> float:
-        """The answer with the memory's keys/values already projected: one forward in the same conditioning fills them."""
+        """The answer with the memory's keys/values already rotated and laid out: one forward in the same conditioning
+        prepares them."""
         with model.injector.conditioned(*model.memory_states(prepared.rows)):
             model.backbone(input_ids=prepared.input_ids[:, :1])
             begin = time.perf_counter()
@@ -76,7 +77,7 @@ def main() -> None:
         times["window"].append(answer(None))
     memory_s, projected_s, window_s = (statistics.median(times[k]) for k in ("memory", "projected", "window"))
     print(
-        f"answer: memory {memory_s:.2f} s ({memory_s / window_s:.2f}x), keys/values projected beforehand "
+        f"answer: memory {memory_s:.2f} s ({memory_s / window_s:.2f}x), keys/values prepared beforehand "
         f"{projected_s:.2f} s ({projected_s / window_s:.2f}x), window {window_s:.2f} s ({torch.get_num_threads()} threads)"
     )
 

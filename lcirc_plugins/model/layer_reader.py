@@ -110,7 +110,8 @@ def anatomy(layer: nn.Module) -> AttentionAnatomy:
     family_rotary = getattr(sys.modules.get(type(attention).__module__), "apply_rotary_pos_emb", None)
     if family_rotary is not None:
         def rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-            return family_rotary(x, x, cos.to(x.dtype), sin.to(x.dtype))[0]
+            # The family's function rotates a query and a key; one head stands in for the key it is not given.
+            return family_rotary(x, x[:, :1], cos.to(x.dtype), sin.to(x.dtype))[0]
     else:
         rotary = _apply_rotary
     dim = attention.c_attn.weight.shape[0] if fused else attention.q_proj.in_features  # Conv1D weights are [in, out]
@@ -162,24 +163,56 @@ def _softmax_of_rows(scores: torch.Tensor, mask: torch.Tensor | None, sink: torc
     return probs.masked_fill(~mask.any(-1)[:, None, None, None], 0.0)
 
 
-def _rows_or_all(mask: torch.Tensor | None, keys: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+def _rows_or_all(mask: torch.Tensor | None, batch: int, rows: int, device: torch.device) -> torch.Tensor:
     """A rows mask [B, N], all True where there is none (to join two kinds of rows in one softmax)."""
     if mask is not None:
         return mask
-    return torch.ones(hidden.shape[0], keys.shape[2], dtype=torch.bool, device=keys.device)
+    return torch.ones(batch, rows, dtype=torch.bool, device=device)
 
 
 KeysValues = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass(frozen=True)
+class JointRows:
+    """Slots and whole rows as one softmax reads them: additive logits [B, 1, 1, N_s + N_w] (QD bias, -inf on
+    padding) and the rows mask [B, N_s + N_w] (None when nothing is padded). The same at every layer and decoding
+    step of a call, so the injector builds it once (:func:`joint_rows`)."""
+
+    logits: torch.Tensor
+    mask: torch.Tensor | None
+
+
+def joint_rows(
+    slot_mask: torch.Tensor | None, slot_bias: torch.Tensor | None, whole_mask: torch.Tensor | None, whole_bias: torch.Tensor | None,
+    batch: int, num_slots: int, num_whole: int, device: torch.device,
+) -> JointRows:
+    masks = [_rows_or_all(slot_mask, batch, num_slots, device), _rows_or_all(whole_mask, batch, num_whole, device)]
+    biases = [torch.zeros(batch, n, device=device) if b is None else b.float() for b, n in ((slot_bias, num_slots), (whole_bias, num_whole))]
+    mask = torch.cat(masks, dim=-1)
+    return JointRows(_logit_mask(mask, torch.cat(biases, dim=-1), torch.float32), None if bool(mask.all()) else mask)
+
+
+@dataclass(frozen=True)
+class MergedJoint:
+    """Both readers' query and output projections with their deltas folded in, the output's with the gates too:
+    query [2*H*head_dim, d] (the slots' reader first), output [d, 2*H*head_dim], and their biases (or None)."""
+
+    query: torch.Tensor
+    query_bias: torch.Tensor | None
+    output: torch.Tensor
+    output_bias: torch.Tensor | None
+
+
+@dataclass(frozen=True)
 class WholeRows:
     """What the whole reader of one layer reads: keys/values of the whole-segment rows, their padding mask [B, N_w]
-    and their QD bias [B, N_w] (read only with ``whole_softmax='joint'``)."""
+    and their QD bias [B, N_w] (read only with ``whole_softmax='joint'``), and optionally both kinds' :class:`JointRows`."""
 
     kv: tuple[torch.Tensor, torch.Tensor]
     mask: torch.Tensor | None
     bias: torch.Tensor | None = None
+    joint: JointRows | None = None
 
 
 class LowRankDelta(nn.Module):
@@ -256,38 +289,95 @@ class LayerReader(nn.Module):
         b, n, _ = x.shape
         return x.view(b, n, heads, self.parts.head_dim).transpose(1, 2)  # (B, H, N, head_dim)
 
-    def project_memory(self, states: torch.Tensor, rotary: RotaryTables | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of memory states [B, N, d] (already in the layer's normed input space), once per call.
-
-        ``rotary`` holds the RoPE tables at the memory's positions, or None for families without RoPE.
-        """
+    def keys_values(self, states: torch.Tensor) -> KeysValues:
+        """Keys (normed, not yet rotated) and values [B, H_kv, N, head_dim] of memory states [B, N, d] (already in
+        the layer's normed input space): the part of reading that does not depend on the prompt."""
         p = self.parts
         states = states.to(self.attn_gate.dtype)
         k, v = p.key_value(states)
         k = self._heads(k + self._delta("k", states), p.num_kv_heads)
         v = self._heads(v + self._delta("v", states), p.num_kv_heads)
-        k = p.norm_key(k)
+        return p.norm_key(k), v
+
+    def rotate_keys(self, keys_values: KeysValues, rotary: RotaryTables | None) -> KeysValues:
+        """Keys and values as the prompt reads them: keys rotated to the memory's positions (``rotary``, None for
+        families without RoPE) and stored transposed, [B, H_kv, head_dim, N], values [B, H_kv, N, head_dim].
+
+        Kept per key/value head (GQA), not repeated per query head: every decoded token reads all of them, and
+        reading is bound by memory bandwidth (``experiments/reading_bandwidth_probe.py``: a decoded token's read of
+        5,088 rows at 22 layers took 18.3 ms with row-major keys, 15.1 ms with transposed ones).
+        """
+        k, v = keys_values
         if rotary is not None:
-            k = p.rotary(k, *rotary)
-        # Kept per key/value head (GQA), not repeated per query head: every decoded token reads all of them.
-        return k.contiguous(), v.contiguous()
+            k = self.parts.rotary(k, *rotary)
+        return k.transpose(-1, -2).contiguous(), v.contiguous()
+
+    def project_memory(self, states: torch.Tensor, rotary: RotaryTables | None) -> KeysValues:
+        """Keys (transposed) and values of memory states [B, N, d] at the memory's positions (``rotary``), once per call."""
+        return self.rotate_keys(self.keys_values(states), rotary)
 
     def _query(self, hidden: torch.Tensor, rotary: RotaryTables | None) -> torch.Tensor:
         normed = self.parts.norm(hidden)
         q = self.parts.norm_query(self._heads(self.parts.query(normed) + self._delta("q", normed), self.parts.num_heads))
         return q if rotary is None else self.parts.rotary(q, *rotary)
 
+    @torch.no_grad()
+    def merge(self) -> MergedJoint | None:
+        """This reader's and the whole reader's projections merged, for one call that decodes without gradients: one
+        query and one output matrix product per token and layer instead of two each plus eight for the deltas. None
+        where they cannot be merged: no one softmax for both, fused (GPT-2) or non-``nn.Linear`` projections, or a
+        norm after the output (Gemma)."""
+        p = self.parts
+        if self.whole is None or not self.joint_softmax or p.fused_qkv or p.post_norm is not None:
+            return None
+        q_proj, o_proj = p.attention.q_proj, p.attention.o_proj
+        if type(q_proj) is not nn.Linear or type(o_proj) is not nn.Linear:
+            return None
+        gates = torch.tanh(self.attn_gate), torch.tanh(self.whole.attn_gate)
+        return MergedJoint(
+            torch.cat([reader._folded(q_proj, "q") for reader in (self, self.whole)]),
+            None if q_proj.bias is None else torch.cat([q_proj.bias, q_proj.bias]),
+            torch.cat([gate * reader._folded(o_proj, "o") for gate, reader in zip(gates, (self, self.whole))], dim=1),
+            None if o_proj.bias is None else (gates[0] + gates[1]) * o_proj.bias,
+        )
+
+    def _folded(self, linear: nn.Linear, name: str) -> torch.Tensor:
+        """``linear``'s weight with this reader's delta ``name`` added: W + up @ down."""
+        if self.lora is None:
+            return linear.weight
+        return linear.weight + self.lora[name].up.weight @ self.lora[name].down.weight
+
+    def _joint_queries(
+        self, hidden: torch.Tensor, rotary: RotaryTables | None, merged: MergedJoint | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """This reader's and the whole reader's queries [B, H, T, head_dim]: one norm, one frozen projection (with
+        ``merged``: one projection with both deltas in it) and one rotation for both."""
+        p = self.parts
+        normed = p.norm(hidden)
+        if merged is None:
+            base = p.query(normed)
+            both = torch.cat([base + self._delta("q", normed), base + self.whole._delta("q", normed)], dim=-1)
+        else:
+            both = nn.functional.linear(normed, merged.query, merged.query_bias)
+        q = p.norm_query(self._heads(both, 2 * p.num_heads))
+        q = q if rotary is None else p.rotary(q, *rotary)
+        return q[:, : p.num_heads], q[:, p.num_heads :]
+
+    def _logits(self, q: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+        """Raw attention logits of queries [B, H, T, head_dim] on transposed keys [B or 1, H_kv, head_dim, N]:
+        [B, H_kv, group*T, N]."""
+        b, h, t, d = q.shape
+        # The query heads that share a key/value head attend as one group: no per-head copy of the memory
+        # (measured: 2.5x less time per decoded token than fused attention over repeated heads, 4,096 slots).
+        grouped = q.reshape(b, keys.shape[1], h // keys.shape[1] * t, d)
+        return (grouped @ keys).float() * self.parts.scaling
+
     def _scores(
         self, hidden: torch.Tensor, memory_kv: KeysValues, memory_mask: torch.Tensor | None, rotary: RotaryTables | None, bias: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Size]:
         """Attention logits of the memory rows [B, H_kv, group*T, N] (masked, QD bias added) and the query's shape."""
         q = self._query(hidden, rotary)  # (B, H, T, head_dim)
-        k = memory_kv[0]  # (B or 1, H_kv, N, head_dim): one memory may serve a batch of prompts
-        b, h, t, d = q.shape
-        # The query heads that share a key/value head attend as one group: no per-head copy of the memory
-        # (measured: 2.5x less time per decoded token than fused attention over repeated heads, 4,096 slots).
-        grouped = q.reshape(b, k.shape[1], h // k.shape[1] * t, d)
-        scores = (grouped @ k.transpose(-1, -2)).float() * self.parts.scaling
+        scores = self._logits(q, memory_kv[0])  # one memory may serve a batch of prompts
         mask = _logit_mask(memory_mask, bias, torch.float32)
         return (scores if mask is None else scores + mask), q.shape
 
@@ -299,11 +389,15 @@ class LayerReader(nn.Module):
         kv_heads = self.parts.num_kv_heads
         return self.attn_sink.float().view(kv_heads, h // kv_heads, 1).expand(-1, -1, t).reshape(1, kv_heads, -1, 1)
 
-    def _output(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """The attention probabilities applied to the values, through the layer's output projection: [B, T, d]."""
+    def _read_heads(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The attention probabilities applied to the values, heads side by side: [B, T, H*head_dim]."""
         b, h, t, d = shape
         heads = (probs.to(v.dtype) @ v).view(b, h, t, d)
-        heads = heads.transpose(1, 2).reshape(b, t, h * d)  # (B, T, H*head_dim)
+        return heads.transpose(1, 2).reshape(b, t, h * d)
+
+    def _output(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        """The attention probabilities applied to the values, through the layer's output projection: [B, T, d]."""
+        heads = self._read_heads(probs, v, shape)
         return self.parts.output(heads) + self._delta("o", heads)
 
     def read(
@@ -333,15 +427,18 @@ class LayerReader(nn.Module):
         rotary: RotaryTables | None,
         bias: torch.Tensor | None,
         whole: WholeRows,
+        merged: MergedJoint | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Size], tuple[torch.Tensor, torch.Size]]:
         """``whole_softmax='joint'``: one softmax over slots (scored by this reader) and whole rows (by the whole
         reader, with their QD bias); returns each kind's probabilities [B, H_kv, group*T, N_kind] and query shape."""
-        slot_scores, slot_shape = self._scores(hidden, memory_kv, memory_mask, rotary, bias)
-        whole_scores, whole_shape = self.whole._scores(hidden, whole.kv, whole.mask, rotary, whole.bias)
-        masks = [_rows_or_all(memory_mask, memory_kv[0], hidden), _rows_or_all(whole.mask, whole.kv[0], hidden)]
-        probs = _softmax_of_rows(torch.cat([slot_scores, whole_scores], dim=-1), torch.cat(masks, dim=-1), self._sink(slot_shape))
-        slot_probs, whole_probs = probs.split([slot_scores.shape[-1], whole_scores.shape[-1]], dim=-1)
-        return (slot_probs, slot_shape), (whole_probs, whole_shape)
+        q_slots, q_whole = self._joint_queries(hidden, rotary, merged)
+        slot_scores, whole_scores = self._logits(q_slots, memory_kv[0]), self.whole._logits(q_whole, whole.kv[0])
+        num_slots, num_whole = slot_scores.shape[-1], whole_scores.shape[-1]
+        joint = whole.joint if whole.joint is not None else joint_rows(memory_mask, bias, whole.mask, whole.bias, hidden.shape[0], num_slots, num_whole, hidden.device)
+        scores = torch.cat([slot_scores, whole_scores], dim=-1) + joint.logits
+        probs = _softmax_of_rows(scores, joint.mask, self._sink(q_slots.shape))
+        slot_probs, whole_probs = probs.split([num_slots, num_whole], dim=-1)
+        return (slot_probs, q_slots.shape), (whole_probs, q_whole.shape)
 
     def attention_weights(self, *args: object) -> torch.Tensor:
         """The probabilities :meth:`read` uses for the same arguments, [B, heads, T, N] (provenance only)."""
@@ -367,10 +464,18 @@ class LayerReader(nn.Module):
         rotary: RotaryTables | None = None,
         bias: torch.Tensor | None = None,
         whole: WholeRows | None = None,
+        merged: MergedJoint | None = None,
     ) -> torch.Tensor:
-        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read (and the whole reader's)."""
+        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read (and the whole reader's).
+
+        ``merged`` (:meth:`merge`, made for this call) is used only while no gradients are recorded.
+        """
         if whole is not None and self.joint_softmax:
-            (slot_probs, slot_shape), (whole_probs, whole_shape) = self.joint_probs(hidden, memory_kv, memory_mask, rotary, bias, whole)
+            merged = None if torch.is_grad_enabled() else merged
+            (slot_probs, slot_shape), (whole_probs, whole_shape) = self.joint_probs(hidden, memory_kv, memory_mask, rotary, bias, whole, merged)
+            if merged is not None:
+                heads = [self._read_heads(slot_probs, memory_kv[1], slot_shape), self.whole._read_heads(whole_probs, whole.kv[1], whole_shape)]
+                return hidden + nn.functional.linear(torch.cat(heads, dim=-1), merged.output, merged.output_bias)
             read_slots = self._output(slot_probs, memory_kv[1], slot_shape)
             read_whole = self.whole._output(whole_probs, whole.kv[1], whole_shape)
             return hidden + torch.tanh(self.attn_gate) * read_slots + torch.tanh(self.whole.attn_gate) * read_whole

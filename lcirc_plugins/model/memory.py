@@ -60,6 +60,9 @@ class CompressedMemory:
             segment (the state that appending continues from).
         whole_rows: a question's view only (``LCIRCModel.for_question`` with a whole reader): [N] True on the
             rows of its whole segments, which the whole reader reads; such a view is never saved.
+        projected: layer reader only, filled by ``LCIRCModel.keys_values``: the adapter's fingerprint and the
+            readers' keys/values of every row before RoPE; never saved, and a view made by ``dataclasses.replace``
+            starts without it.
 
     With the layer reader ``features`` is [N, M, d]: one slot state per memory layer.
     """
@@ -76,6 +79,7 @@ class CompressedMemory:
     positions: torch.Tensor | None = None
     latents: torch.Tensor | None = None
     whole_rows: torch.Tensor | None = None
+    projected: tuple[str, torch.Tensor] | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def num_tokens(self) -> int:
@@ -229,12 +233,20 @@ class MemoryRows:
     bias: torch.Tensor | None = None  # [N] QD relevance of each slot, added to the readers' attention logits
     token_scores: torch.Tensor | None = None  # training only: salience logits of every compressed token (slot selection)
     whole: torch.Tensor | None = None  # [N] True on the rows the whole reader reads (whole segments)
+    keys_values: torch.Tensor | None = None  # [N, M, 2, H_kv, head_dim] the readers' keys/values before RoPE, or None
 
     @classmethod
-    def of(cls, memory: CompressedMemory, features: torch.Tensor | None = None, bias: torch.Tensor | None = None) -> MemoryRows:
+    def of(
+        cls,
+        memory: CompressedMemory,
+        features: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        keys_values: torch.Tensor | None = None,
+    ) -> MemoryRows:
         """A memory's rows (or ``features`` recomputed from it, e.g. for a question) placed before the prompt."""
         positions = None if memory.positions is None else memory.positions.float() - memory.num_tokens
-        return cls(memory.features if features is None else features, positions, memory.num_tokens, bias, whole=memory.whole_rows)
+        features = memory.features if features is None else features
+        return cls(features, positions, memory.num_tokens, bias, whole=memory.whole_rows, keys_values=keys_values)
 
     @classmethod
     def beside(cls, slots: MemoryRows, whole: MemoryRows) -> MemoryRows:
@@ -272,7 +284,10 @@ class MemoryRows:
         later = [sum(p.span for p in parts[i + 1 :]) for i in range(len(parts))]
         positions = torch.cat([p.positions - shift for p, shift in zip(parts, later)], dim=-1)
         bias, whole = (_per_row(parts, name, rows, dtype) for name, dtype in (("bias", torch.float32), ("whole", torch.bool)))
-        return cls(features, positions, span, bias, whole=whole)
+        keys_values = None  # projected beforehand only if every part was (else the readers project them all)
+        if all(p.keys_values is not None for p in parts):
+            keys_values = torch.cat([p.keys_values.to(parts[0].keys_values) for p in parts], dim=rows)
+        return cls(features, positions, span, bias, whole=whole, keys_values=keys_values)
 
 
 def _per_row(parts: list[MemoryRows], name: str, rows: int, dtype: torch.dtype) -> torch.Tensor | None:

@@ -10,6 +10,8 @@ saw; the cost is bounded by k segments, never the book. This is the layer reader
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from transformers import PreTrainedTokenizerBase
 
@@ -23,22 +25,46 @@ def relevant_segments(
 
     A segment that shares no word with the question is never chosen (it is no evidence).
     """
+    return relevant_segments_of_texts(tokenizer, [token_ids], segment_len, question, k)[0]
+
+
+def relevant_segments_of_texts(
+    tokenizer: PreTrainedTokenizerBase, texts: list[torch.Tensor], segment_len: int, question: str, k: int
+) -> list[list[int]]:
+    """The ``k`` segments of all ``texts`` (token ids each) that BM25 ranks highest for ``question``, as each text's
+    chosen segments in text order: k for a question over several books, not k per book (the question step reads k
+    segments however many books it spans)."""
     if k <= 0 or not question:
-        return []
-    texts = [tokenizer.decode(piece.tolist()) for piece in token_ids.split(segment_len)]
-    scores = bm25_scores(question, texts)
-    best = best_first(scores, k)
-    return sorted(i for i in best if scores[i] > 0)
+        return [[] for _ in texts]
+    owners = [(t, i) for t, ids in enumerate(texts) for i in range(-(-len(ids) // segment_len))]
+    pieces = [tokenizer.decode(piece.tolist()) for ids in texts for piece in ids.split(segment_len)]
+    scores = bm25_scores(question, pieces)
+    chosen: list[list[int]] = [[] for _ in texts]
+    for best in best_first(scores, k):
+        if scores[best] > 0:
+            chosen[owners[best][0]].append(owners[best][1])
+    return [sorted(segments) for segments in chosen]
+
+
+class QuestionRows(NamedTuple):
+    """A question's rows [N', M, d] at token positions [N'] (from the text's start), the stored row each one comes
+    from (``source`` [N'], -1 on the whole segments' rows) and [N'] True on the rows a whole reader reads (or None
+    when the adapter has none)."""
+
+    features: torch.Tensor
+    positions: torch.Tensor
+    whole: torch.Tensor | None
+    source: torch.Tensor
 
 
 @torch.no_grad()
 def with_whole_segments(
     model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, segments: list[int], beside: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> QuestionRows:
     """Layer-memory rows [N, M, d] at token positions [N] (from the text's start) with all of the token states of
     ``segments`` in place of their rows (or ``beside`` every row, for a whole reader); rows stay in text order.
 
-    Returns the rows, their positions and [N'] True on the whole segments' rows.
+    ``whole`` flags the whole segments' rows.
     """
     length = model.config.segment_len
     kept = torch.ones(len(positions), dtype=torch.bool)
@@ -52,23 +78,26 @@ def with_whole_segments(
         for s, segment_states in zip(batch, states):
             new_features.append(segment_states)
             new_positions.append(torch.arange(size, dtype=positions.dtype, device=positions.device) + s * length)
-    whole = torch.arange(sum(len(p) for p in new_positions)) >= int(kept.sum())
+    added = sum(len(p) for p in new_positions[1:])
+    source = torch.cat([kept.nonzero()[:, 0], torch.full((added,), -1, dtype=torch.long)])
     features, positions = torch.cat(new_features), torch.cat(new_positions)
     order = positions.argsort(stable=True)
-    return features[order], positions[order], whole[order.cpu()]
+    source = source[order.cpu()]
+    return QuestionRows(features[order], positions[order], source < 0, source)
 
 
 def read_whole(
-    model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, question: str | None
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None] | None:
-    """Rows as ``question`` reads them (``model.config.whole_segments`` of its segments whole), or None when it
-    picks none: the one QD recompression of stored memories and of evaluation rows.
+    model, token_ids: torch.Tensor, features: torch.Tensor, positions: torch.Tensor, question: str | None, segments: list[int] | None = None
+) -> QuestionRows | None:
+    """Rows as ``question`` reads them (``model.config.whole_segments`` of its segments whole, or the given
+    ``segments``), or None when it picks none: the one QD recompression of stored memories and of evaluation rows.
 
-    Returns the rows, their positions and, with a whole reader (``whole_reader``), [N'] True on the rows it reads.
+    ``whole`` is None without a whole reader (``whole_reader``): then the slots' reader reads the whole rows too.
     """
     config = model.config
-    segments = relevant_segments(model.tokenizer, token_ids, config.segment_len, question or "", config.whole_segments)
+    if segments is None:
+        segments = relevant_segments(model.tokenizer, token_ids, config.segment_len, question or "", config.whole_segments)
     if not segments:
         return None
-    features, positions, whole = with_whole_segments(model, token_ids, features, positions, segments, config.whole_beside)
-    return features, positions, whole if config.whole_reader else None
+    rows = with_whole_segments(model, token_ids, features, positions, segments, config.whole_beside)
+    return rows if config.whole_reader else rows._replace(whole=None)

@@ -159,5 +159,18 @@ def test_layer_reader_cost_rows_name_the_adapter_they_timed():
     shipped = _layer_row(adapter="default", adapter_fingerprint="ab51ca45e716", whole_reader=True)
     assert run_key(old) != run_key(shipped)
     lines = markdown([old, shipped]).splitlines()
-    assert lines[-2].startswith("| untrained | 22 | no | 131,072 |")
-    assert lines[-1].startswith("| default (ab51ca45e716) | 22 | yes | 131,072 |") and lines[-1].endswith("(1.50x) |")
+    assert lines[-1].startswith("| untrained | 22 | no | 131,072 |")
+    assert lines[-2].startswith("| default (ab51ca45e716) | 22 | yes | 131,072 |") and lines[-2].endswith("(1.50x) |")
+
+
+def test_layer_reader_cost_keeps_the_table_lines_of_runs_it_did_not_measure_again():
+    """A fresh machine has no results file: the report's lines of other runs stay, a re-measured run's line is replaced."""
+    from layer_reader_cost import line_key, markdown, run_key
+
+    before = markdown([_layer_row(), _layer_row(tokens=1048576, books=8)]).splitlines()[-2:]
+    assert [line_key(line) for line in before] == [("untrained", 131072, 1, 32), ("untrained", 1048576, 8, 32)]
+    again = _layer_row(tokens=1048576, books=8, question_s=0.2, keys_values_mib=1056.0)
+    assert run_key(again) == line_key(before[1])
+    lines = markdown([again], earlier=before).splitlines()
+    assert lines[-2] == before[0], "the run not measured again keeps its line"
+    assert "| 200.0 ms |" in lines[-1] and "+ 1,056 MiB keys/values" in lines[-1] and lines[-1] != before[1]

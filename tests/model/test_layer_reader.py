@@ -414,7 +414,7 @@ def test_grouped_memory_attention_equals_attention_over_repeated_heads(make_lcir
         weights = block.attention_weights(hidden, kv, mask, query_rotary, bias)
         groups = block.parts.num_heads // block.parts.num_kv_heads
         assert groups > 1, "the grouped read is checked against repeated key/value heads"
-        k, v = (x.repeat_interleave(groups, dim=1) for x in kv)  # the textbook GQA reference
+        k, v = (x.repeat_interleave(groups, dim=1) for x in (kv[0].transpose(-1, -2), kv[1]))  # keys are stored transposed
         q = block._query(hidden, query_rotary)
         logits = q @ k.transpose(-1, -2) * block.parts.scaling + bias[:, None, None] + torch.where(mask, 0.0, -torch.inf)[:, None, None]
         assert torch.allclose(weights, logits.softmax(dim=-1), atol=1e-6)

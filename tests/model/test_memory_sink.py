@@ -48,7 +48,7 @@ def test_the_sink_is_a_null_row_in_each_heads_own_softmax(make_lcirc):
     with torch.no_grad():
         groups = block.parts.num_heads // block.parts.num_kv_heads
         assert groups > 1, "the sink's layout is checked with grouped query heads"
-        k, v = (x.repeat_interleave(groups, dim=1) for x in kv)
+        k, v = (x.repeat_interleave(groups, dim=1) for x in (kv[0].transpose(-1, -2), kv[1]))  # keys are stored transposed
         q = block._query(hidden, query_rotary)
         logits = q @ k.transpose(-1, -2) * block.parts.scaling + bias[:, None, None] + torch.where(mask, 0.0, -torch.inf)[:, None, None]
         sink = block.attn_sink[None, :, None, None].expand(1, -1, 3, 1)
@@ -91,7 +91,7 @@ def test_one_softmax_over_slots_and_whole_rows_has_one_sink(make_lcirc, sample_t
     seen = model.for_question(memory, question)
     block = next(iter(model.adapter.blocks().values()))
     weights: list[torch.Tensor] = []
-    handle = block.register_forward_pre_hook(lambda m, args, kwargs: weights.append(m.attention_of_rows(*args, **kwargs)), with_kwargs=True)
+    handle = block.register_forward_pre_hook(lambda m, args, kwargs: weights.append(m.attention_of_rows(*args, kwargs["whole"])), with_kwargs=True)
     try:
         with torch.no_grad():
             model(_ids(), memory=seen)

@@ -12,6 +12,7 @@ from support import SAMPLE_BOOK, one_torch_thread
 
 from lcirc_plugins import LCIRCConfig, LCIRCModel
 from lcirc_plugins.errors import ConfigError, LCIRCError
+from lcirc_plugins.model.layer_reader import WholeRows
 from lcirc_plugins.model.memory import MemoryRows
 from lcirc_plugins.model.provenance import attention_by_token
 from lcirc_plugins.training import TrainConfig, Trainer, compress_for_training
@@ -220,3 +221,39 @@ def test_the_whole_reader_needs_whole_segments():
         LCIRCConfig(reader="layer", whole_segments=1, whole_softmax="joint")
     with pytest.raises(ConfigError, match="'separate' or 'joint'"):
         LCIRCConfig(reader="layer", whole_segments=1, whole_reader=True, whole_softmax="shared")
+
+
+def test_one_softmax_scores_each_kind_of_row_with_its_own_reader(one_softmax):
+    """The shared query projection of both readers gives each reader's own query (deltas, rotation and all)."""
+    model, _, _, _ = one_softmax
+    torch.manual_seed(11)  # whole readers unlike the slot readers they were copied from
+    with torch.no_grad():
+        for block in model.adapter.gca.values():
+            for delta in block.whole.lora.values():
+                delta.up.weight.normal_(std=0.05)
+    index = min(model.adapter.gca, key=int)
+    block, generator = model.adapter.gca[index], torch.Generator().manual_seed(5)
+    hidden = torch.randn(1, 5, block.parts.dim, generator=generator)
+    rotary = model.injector.rotary(int(index), torch.arange(5.0)[None], hidden)
+    slots = block.project_memory(torch.randn(1, 7, block.parts.dim, generator=generator), None)
+    whole = WholeRows(block.whole.project_memory(torch.randn(1, 4, block.parts.dim, generator=generator), None), None, torch.randn(1, 4, generator=generator))
+    bias = torch.randn(1, 7, generator=generator)
+    with torch.no_grad():
+        slot_scores, _ = block._scores(hidden, slots, None, rotary, bias)
+        whole_scores, _ = block.whole._scores(hidden, whole.kv, None, rotary, whole.bias)
+        reference = torch.cat([slot_scores, whole_scores], dim=-1).softmax(dim=-1).split([7, 4], dim=-1)
+        (slot_probs, _), (whole_probs, _) = block.joint_probs(hidden, slots, None, rotary, bias, whole)
+    torch.testing.assert_close(slot_probs, reference[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(whole_probs, reference[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_question_over_two_books_reads_its_segments_whole_in_all_not_in_each(make_lcirc, sample_text):
+    model = make_lcirc("llama", **WHOLE, whole_reader=True)
+    with one_torch_thread():
+        first, second = model.compress(sample_text[:1500]), model.compress(sample_text[3000:4500])
+        question = "What did " + model.tokenizer.decode(second.segment_token_ids(2).tolist()[5:25]) + "?"
+        views = model.for_question_all([first, second], question)
+    assert views[0] is first, "the other book reads no segment whole"
+    length = second.segment_len
+    assert torch.equal(views[1].positions[views[1].whole_rows], torch.arange(2 * length, 3 * length, dtype=views[1].positions.dtype))
+    assert views[1] is not second and model.for_question_all([second], question)[0].whole_rows.sum() == length

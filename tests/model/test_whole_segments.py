@@ -37,19 +37,20 @@ def test_whole_segments_are_every_token_s_states_at_their_own_positions(make_lci
     with one_torch_thread():
         memory = model.compress(sample_text[:1200])
         everything = list(range(memory.num_segments))
-        features, positions, whole = with_whole_segments(model, memory.token_ids, memory.features, memory.positions, everything)
+        features, positions, whole, _ = with_whole_segments(model, memory.token_ids, memory.features, memory.positions, everything)
         length = model.config.segment_len
         reference = torch.cat([model.segment_states(piece[None].long())[0] for piece in memory.token_ids.split(length)])
     assert torch.equal(positions, torch.arange(memory.num_tokens, dtype=positions.dtype)) and bool(whole.all())
     torch.testing.assert_close(features, reference.float(), rtol=1e-5, atol=1e-5)
 
     with one_torch_thread():
-        features, positions, whole = with_whole_segments(model, memory.token_ids, memory.features, memory.positions, [1])
+        features, positions, whole, source = with_whole_segments(model, memory.token_ids, memory.features, memory.positions, [1])
     in_one = memory.segment_of_rows() == 1
     assert len(features) == memory.num_vectors - int(in_one.sum()) + length
     assert torch.equal(whole, (positions // length) == 1), "every row of segment 1 is its whole text"
     assert bool((positions[1:] > positions[:-1]).all()), "rows stay in text order"
     assert torch.equal(features[: int(in_one.nonzero()[0])], memory.features[: int(in_one.nonzero()[0])]), "segment 0 keeps its slots"
+    assert torch.equal(features[~whole], memory.features[source[~whole]]), "every other row names the stored row it is"
 
 
 def test_a_question_reads_its_segments_whole_and_the_stored_memory_is_unchanged(make_lcirc, sample_text):
