@@ -22,7 +22,7 @@ from transformers.modeling_layers import GradientCheckpointingLayer
 
 from ..errors import UnsupportedBackboneError
 from .gated_cross_attention import GatedCrossAttentionBlock
-from .layer_reader import JointRows, LayerReader, MergedJoint, RotaryTables, WholeRows, joint_rows
+from .layer_reader import JointRows, LayerReader, RotaryTables, WholeRows, joint_rows
 
 MemoryRotary = Callable[[int, torch.Tensor, torch.Tensor], RotaryTables]
 
@@ -78,7 +78,6 @@ class _Conditioning:
     # over heads and scaled by |tanh(gate)|.
     attention: dict[int, torch.Tensor] | None = None
     whole: _WholeSegments | None = None
-    merged: dict[int, MergedJoint | None] = field(default_factory=dict)  # per layer reader, made once per call
 
     def split_whole(self, whole: torch.Tensor | None) -> None:
         """Give the rows flagged by ``whole`` [B, N] to the whole reader; the slots stay here."""
@@ -262,13 +261,7 @@ class MemoryInjector:
             hidden_in = hidden.to(block.attn_gate.dtype)
             if state.attention is not None:
                 state.attention[index] = self._provenance(block, state, (hidden_in, kv, state.mask, *extra), whole)
-            if reads_layer:
-                if whole is not None and index not in state.merged:
-                    state.merged[index] = None if torch.is_grad_enabled() else block.merge()
-                out = block(hidden_in, kv, state.mask, *extra, whole=whole, merged=state.merged.get(index))
-            else:
-                out = block(hidden_in, kv, state.mask)
-            out = out.to(hidden.dtype)
+            out = (block(hidden_in, kv, state.mask, *extra, whole=whole) if reads_layer else block(hidden_in, kv, state.mask)).to(hidden.dtype)
             if positional:
                 return (out, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": out}

@@ -194,17 +194,6 @@ def joint_rows(
 
 
 @dataclass(frozen=True)
-class MergedJoint:
-    """Both readers' query and output projections with their deltas folded in, the output's with the gates too:
-    query [2*H*head_dim, d] (the slots' reader first), output [d, 2*H*head_dim], and their biases (or None)."""
-
-    query: torch.Tensor
-    query_bias: torch.Tensor | None
-    output: torch.Tensor
-    output_bias: torch.Tensor | None
-
-
-@dataclass(frozen=True)
 class WholeRows:
     """What the whole reader of one layer reads: keys/values of the whole-segment rows, their padding mask [B, N_w]
     and their QD bias [B, N_w] (read only with ``whole_softmax='joint'``), and optionally both kinds' :class:`JointRows`."""
@@ -321,44 +310,13 @@ class LayerReader(nn.Module):
         q = self.parts.norm_query(self._heads(self.parts.query(normed) + self._delta("q", normed), self.parts.num_heads))
         return q if rotary is None else self.parts.rotary(q, *rotary)
 
-    @torch.no_grad()
-    def merge(self) -> MergedJoint | None:
-        """This reader's and the whole reader's projections merged, for one call that decodes without gradients: one
-        query and one output matrix product per token and layer instead of two each plus eight for the deltas. None
-        where they cannot be merged: no one softmax for both, fused (GPT-2) or non-``nn.Linear`` projections, or a
-        norm after the output (Gemma)."""
-        p = self.parts
-        if self.whole is None or not self.joint_softmax or p.fused_qkv or p.post_norm is not None:
-            return None
-        q_proj, o_proj = p.attention.q_proj, p.attention.o_proj
-        if type(q_proj) is not nn.Linear or type(o_proj) is not nn.Linear:
-            return None
-        gates = torch.tanh(self.attn_gate), torch.tanh(self.whole.attn_gate)
-        return MergedJoint(
-            torch.cat([reader._folded(q_proj, "q") for reader in (self, self.whole)]),
-            None if q_proj.bias is None else torch.cat([q_proj.bias, q_proj.bias]),
-            torch.cat([gate * reader._folded(o_proj, "o") for gate, reader in zip(gates, (self, self.whole))], dim=1),
-            None if o_proj.bias is None else (gates[0] + gates[1]) * o_proj.bias,
-        )
-
-    def _folded(self, linear: nn.Linear, name: str) -> torch.Tensor:
-        """``linear``'s weight with this reader's delta ``name`` added: W + up @ down."""
-        if self.lora is None:
-            return linear.weight
-        return linear.weight + self.lora[name].up.weight @ self.lora[name].down.weight
-
-    def _joint_queries(
-        self, hidden: torch.Tensor, rotary: RotaryTables | None, merged: MergedJoint | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """This reader's and the whole reader's queries [B, H, T, head_dim]: one norm, one frozen projection (with
-        ``merged``: one projection with both deltas in it) and one rotation for both."""
+    def _joint_queries(self, hidden: torch.Tensor, rotary: RotaryTables | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """This reader's and the whole reader's queries [B, H, T, head_dim]: one norm, one frozen projection and one
+        rotation for both (each decoded token pays them once per layer, not once per reader)."""
         p = self.parts
         normed = p.norm(hidden)
-        if merged is None:
-            base = p.query(normed)
-            both = torch.cat([base + self._delta("q", normed), base + self.whole._delta("q", normed)], dim=-1)
-        else:
-            both = nn.functional.linear(normed, merged.query, merged.query_bias)
+        base = p.query(normed)
+        both = torch.cat([base + self._delta("q", normed), base + self.whole._delta("q", normed)], dim=-1)
         q = p.norm_query(self._heads(both, 2 * p.num_heads))
         q = q if rotary is None else p.rotary(q, *rotary)
         return q[:, : p.num_heads], q[:, p.num_heads :]
@@ -389,15 +347,11 @@ class LayerReader(nn.Module):
         kv_heads = self.parts.num_kv_heads
         return self.attn_sink.float().view(kv_heads, h // kv_heads, 1).expand(-1, -1, t).reshape(1, kv_heads, -1, 1)
 
-    def _read_heads(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
-        """The attention probabilities applied to the values, heads side by side: [B, T, H*head_dim]."""
-        b, h, t, d = shape
-        heads = (probs.to(v.dtype) @ v).view(b, h, t, d)
-        return heads.transpose(1, 2).reshape(b, t, h * d)
-
     def _output(self, probs: torch.Tensor, v: torch.Tensor, shape: torch.Size) -> torch.Tensor:
         """The attention probabilities applied to the values, through the layer's output projection: [B, T, d]."""
-        heads = self._read_heads(probs, v, shape)
+        b, h, t, d = shape
+        heads = (probs.to(v.dtype) @ v).view(b, h, t, d)
+        heads = heads.transpose(1, 2).reshape(b, t, h * d)  # (B, T, H*head_dim)
         return self.parts.output(heads) + self._delta("o", heads)
 
     def read(
@@ -427,11 +381,10 @@ class LayerReader(nn.Module):
         rotary: RotaryTables | None,
         bias: torch.Tensor | None,
         whole: WholeRows,
-        merged: MergedJoint | None = None,
     ) -> tuple[tuple[torch.Tensor, torch.Size], tuple[torch.Tensor, torch.Size]]:
         """``whole_softmax='joint'``: one softmax over slots (scored by this reader) and whole rows (by the whole
         reader, with their QD bias); returns each kind's probabilities [B, H_kv, group*T, N_kind] and query shape."""
-        q_slots, q_whole = self._joint_queries(hidden, rotary, merged)
+        q_slots, q_whole = self._joint_queries(hidden, rotary)
         slot_scores, whole_scores = self._logits(q_slots, memory_kv[0]), self.whole._logits(q_whole, whole.kv[0])
         num_slots, num_whole = slot_scores.shape[-1], whole_scores.shape[-1]
         joint = whole.joint if whole.joint is not None else joint_rows(memory_mask, bias, whole.mask, whole.bias, hidden.shape[0], num_slots, num_whole, hidden.device)
@@ -464,18 +417,10 @@ class LayerReader(nn.Module):
         rotary: RotaryTables | None = None,
         bias: torch.Tensor | None = None,
         whole: WholeRows | None = None,
-        merged: MergedJoint | None = None,
     ) -> torch.Tensor:
-        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read (and the whole reader's).
-
-        ``merged`` (:meth:`merge`, made for this call) is used only while no gradients are recorded.
-        """
+        """``hidden`` [B, T, d] -> [B, T, d]: the residual stream plus the gated read (and the whole reader's)."""
         if whole is not None and self.joint_softmax:
-            merged = None if torch.is_grad_enabled() else merged
-            (slot_probs, slot_shape), (whole_probs, whole_shape) = self.joint_probs(hidden, memory_kv, memory_mask, rotary, bias, whole, merged)
-            if merged is not None:
-                heads = [self._read_heads(slot_probs, memory_kv[1], slot_shape), self.whole._read_heads(whole_probs, whole.kv[1], whole_shape)]
-                return hidden + nn.functional.linear(torch.cat(heads, dim=-1), merged.output, merged.output_bias)
+            (slot_probs, slot_shape), (whole_probs, whole_shape) = self.joint_probs(hidden, memory_kv, memory_mask, rotary, bias, whole)
             read_slots = self._output(slot_probs, memory_kv[1], slot_shape)
             read_whole = self.whole._output(whole_probs, whole.kv[1], whole_shape)
             return hidden + torch.tanh(self.attn_gate) * read_slots + torch.tanh(self.whole.attn_gate) * read_whole

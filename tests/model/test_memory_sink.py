@@ -91,7 +91,7 @@ def test_one_softmax_over_slots_and_whole_rows_has_one_sink(make_lcirc, sample_t
     seen = model.for_question(memory, question)
     block = next(iter(model.adapter.blocks().values()))
     weights: list[torch.Tensor] = []
-    handle = block.register_forward_pre_hook(lambda m, args, kwargs: weights.append(m.attention_of_rows(*args, kwargs["whole"])), with_kwargs=True)
+    handle = block.register_forward_pre_hook(lambda m, args, kwargs: weights.append(m.attention_of_rows(*args, **kwargs)), with_kwargs=True)
     try:
         with torch.no_grad():
             model(_ids(), memory=seen)
