@@ -187,6 +187,7 @@ def joint_rows(
     slot_mask: torch.Tensor | None, slot_bias: torch.Tensor | None, whole_mask: torch.Tensor | None, whole_bias: torch.Tensor | None,
     batch: int, num_slots: int, num_whole: int, device: torch.device,
 ) -> JointRows:
+    """Both kinds' masks [B, N] (None: all real) and QD biases [B, N] (None: zero) as one :class:`JointRows`."""
     masks = [_rows_or_all(slot_mask, batch, num_slots, device), _rows_or_all(whole_mask, batch, num_whole, device)]
     biases = [torch.zeros(batch, n, device=device) if b is None else b.float() for b, n in ((slot_bias, num_slots), (whole_bias, num_whole))]
     mask = torch.cat(masks, dim=-1)

@@ -444,10 +444,9 @@ class LCIRCModel(nn.Module):
     def for_question_all(self, memories: Sequence[CompressedMemory], question: str | None) -> tuple[CompressedMemory, ...]:
         """The memories one prompt reads, as ``question`` reads them together: its ``whole_segments`` most relevant
         segments over all of them are read whole (k segments for a question over several books, not k per book)."""
-        if not (self.config.whole_segments and question) or len(memories) < 2:
-            return tuple(self.for_question(m, question) for m in memories)
         layered = [m.token_ids for m in memories if m.reads_layers]
-        chosen = iter(relevant_segments_of_texts(self.tokenizer, layered, self.config.segment_len, question, self.config.whole_segments))
+        k = self.config.whole_segments
+        chosen = iter(relevant_segments_of_texts(self.tokenizer, layered, self.config.segment_len, question or "", k))
         return tuple(self.for_question(m, question, next(chosen)) if m.reads_layers else m for m in memories)
 
     def _projection_key(self) -> str:

@@ -25,9 +25,9 @@ def _ids(length: int = 9) -> torch.Tensor:
     return torch.randint(5, 1000, (1, length), generator=torch.Generator().manual_seed(1))
 
 
-def _open_whole_readers(model: LCIRCModel, gate: float = 0.5) -> None:
+def _open_whole_readers(model: LCIRCModel, gate: float = 0.5, seed: int = 7) -> None:
     """Give every whole reader an open gate and non-zero deltas, as training would."""
-    torch.manual_seed(7)
+    torch.manual_seed(seed)
     with torch.no_grad():
         for block in model.adapter.gca.values():
             block.whole.attn_gate.fill_(gate)
@@ -226,11 +226,7 @@ def test_the_whole_reader_needs_whole_segments():
 def test_one_softmax_scores_each_kind_of_row_with_its_own_reader(one_softmax):
     """The shared query projection of both readers gives each reader's own query (deltas, rotation and all)."""
     model, _, _, _ = one_softmax
-    torch.manual_seed(11)  # whole readers unlike the slot readers they were copied from
-    with torch.no_grad():
-        for block in model.adapter.gca.values():
-            for delta in block.whole.lora.values():
-                delta.up.weight.normal_(std=0.05)
+    _open_whole_readers(model, seed=11)  # whole readers unlike the slot readers they were copied from
     index = min(model.adapter.gca, key=int)
     block, generator = model.adapter.gca[index], torch.Generator().manual_seed(5)
     hidden = torch.randn(1, 5, block.parts.dim, generator=generator)
