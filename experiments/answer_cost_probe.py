@@ -1,6 +1,7 @@
 """Answer cost with a stored 128K memory, to iterate on the readers' decoding speed without rebuilding the book.
 
     python experiments/answer_cost_probe.py runs/book-128k.lcirc-memory [--tokens 131072] [--repeats 3] [--profile]
+        [--close 12 13 ...]  (those layers' readers not run: what an adapter reading fewer layers would cost)
 
 Builds the memory once (the same book text as ``benchmarks/layer_reader_cost.py``) and saves it at the given path;
 later runs load it. Times a 64-token greedy answer on the product path (``prepare_answer``: the question's whole
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=131_072)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--close", type=int, nargs="*", default=[], help="decoder layers whose readers do not run (their hooks removed)")
     args = parser.parse_args()
 
     import torch
@@ -36,9 +38,11 @@ def main() -> None:
     from lcirc_plugins.model.loading import load_model
 
     model = load_model("default")
-    if args.memory.exists():
-        memory = CompressedMemory.load(args.memory)
-    else:
+    for layer, handle in zip(sorted(model.injector.blocks), model.injector._handles):
+        if layer in args.close:  # what an adapter without these layers' readers costs (layer_drop_probe.py)
+            handle.remove()
+    memory = CompressedMemory.load(args.memory) if args.memory.exists() else None
+    if memory is None or memory.adapter_fingerprint != model.adapter_fingerprint:  # none yet, or another adapter's
         memory = model.compress(book_text(chars_for_sizes([args.tokens])[args.tokens]))
         memory.save(args.memory)
     start = time.perf_counter()

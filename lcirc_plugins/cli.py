@@ -241,6 +241,15 @@ def cmd_graft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prune(args: argparse.Namespace) -> int:
+    """An adapter that reads its memory at fewer decoder layers (docs/TRAINING_FINDINGS.md, "Fewer memory layers")."""
+    from .model.adapter import keep_memory_layers
+
+    path = keep_memory_layers(args.adapter_dir, args.keep_layers, args.output)
+    print(f"{path}: reads its memory at layers {sorted(set(args.keep_layers))}; compress books again with it")
+    return 0
+
+
 # ----- parser and entry point ---------------------------------------------------------------------------
 
 
@@ -292,6 +301,12 @@ def build_parser() -> argparse.ArgumentParser:
     graft.add_argument("--dtype", choices=["bfloat16", "float16", "float32"], default="float32")
     graft.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
     graft.set_defaults(func=cmd_graft)
+
+    prune = commands.add_parser("prune", help="keep an adapter's memory readers at some decoder layers only")
+    prune.add_argument("adapter_dir", help="the adapter to prune (left as it is)")
+    prune.add_argument("--keep-layers", type=int, nargs="+", required=True, metavar="LAYER", help="decoder layers that keep reading the memory")
+    prune.add_argument("-o", "--output", required=True, help="directory to write")
+    prune.set_defaults(func=cmd_prune)
 
     info = commands.add_parser("info", help="describe a memory file")
     info.add_argument("memory")

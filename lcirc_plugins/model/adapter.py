@@ -9,6 +9,7 @@ then loads the tensors strictly.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 
-from ..errors import AdapterMismatchError, CorruptFileError
+from ..errors import AdapterMismatchError, ConfigError, CorruptFileError
 from .compressor import RecurrentCompressor
 from .config import LCIRCConfig
 from .gated_cross_attention import GatedCrossAttentionBlock
@@ -95,10 +96,15 @@ class LCIRCAdapter(nn.Module):
 
 def save_adapter(adapter: LCIRCAdapter, config: LCIRCConfig, signature: dict[str, Any], directory: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write the adapter directory; ``dtype`` (e.g. bfloat16) shrinks the file for shipping."""
+    tensors = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
+    return _write_adapter(config, signature, tensors, directory)
+
+
+def _write_adapter(config: LCIRCConfig, signature: dict[str, Any], tensors: dict[str, torch.Tensor], directory: str | Path) -> Path:
+    """``adapter_config.json`` and the weights (with their checksum), the weights written whole or not at all."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config.save(directory, extra={"backbone": signature})
-    tensors = {k: (v.to(dtype) if dtype is not None else v).detach().cpu().contiguous() for k, v in adapter.state_dict().items()}
     tmp = directory / (WEIGHTS_NAME + ".tmp")
     save_file(tensors, str(tmp), metadata={"format": "pt", "lcirc_format": "1", "tensors_sha256": tensors_sha256(tensors)})
     tmp.replace(directory / WEIGHTS_NAME)
@@ -117,12 +123,8 @@ def check_signature(saved: dict[str, Any] | None, live: dict[str, Any], source: 
             )
 
 
-def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path, allow_missing: bool = False) -> None:
-    """Load ``adapter_model.safetensors`` strictly into ``adapter`` (cast to its dtype).
-
-    ``allow_missing`` lets modules the file does not hold keep their initialisation: an adapter grown from a
-    saved one (e.g. the QD stage started from an LCIRC adapter). Unexpected or misshapen tensors still fail.
-    """
+def read_adapter_tensors(directory: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of ``adapter_model.safetensors``, checked against the checksum in its header."""
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise CorruptFileError(f"{path} not found: the adapter directory is incomplete")
@@ -134,6 +136,17 @@ def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path, allow_mis
         raise CorruptFileError(f"{path} is not a readable safetensors file ({err}); the adapter weights are corrupt") from err
     if checksum is not None and tensors_sha256(tensors) != checksum:
         raise CorruptFileError(f"{path} is damaged: its tensors do not match the checksum in its header")
+    return tensors
+
+
+def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path, allow_missing: bool = False) -> None:
+    """Load ``adapter_model.safetensors`` strictly into ``adapter`` (cast to its dtype).
+
+    ``allow_missing`` lets modules the file does not hold keep their initialisation: an adapter grown from a
+    saved one (e.g. the QD stage started from an LCIRC adapter). Unexpected or misshapen tensors still fail.
+    """
+    path = Path(directory) / WEIGHTS_NAME
+    tensors = read_adapter_tensors(directory)
     expected = adapter.state_dict()
     missing = [] if allow_missing else sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))
@@ -145,3 +158,38 @@ def load_adapter_weights(adapter: LCIRCAdapter, directory: str | Path, allow_mis
     if wrong:
         raise CorruptFileError(f"{path} has tensors of the wrong shape, e.g. {wrong[0]}: {tuple(tensors[wrong[0]].shape)} vs {tuple(expected[wrong[0]].shape)}")
     adapter.load_state_dict({k: v.to(expected[k].dtype) for k, v in tensors.items()}, strict=not allow_missing)
+
+
+def keep_memory_layers(directory: str | Path, keep: Sequence[int], output: str | Path) -> Path:
+    """Write ``directory``'s adapter reading its memory at the layers ``keep`` only: the other layers' readers and
+    stored states are gone, every kept weight is as saved (same dtype).
+
+    Why (docs/TRAINING_FINDINGS.md, "Fewer memory layers"): each reading layer adds a fixed amount of work to every
+    decoded token, and most layers of the shipped adapter can be closed at the cost of few answers. The memory
+    stores states only at the kept layers, so memories must be compressed again with the new adapter (its
+    fingerprint differs). The layer reader's compressor reads the first memory layer (the QD mixer) and the
+    salience layer: both must be kept.
+    """
+    config, raw = LCIRCConfig.load(directory)
+    signature = raw.get("backbone") or {}
+    layers, salience = config.gca_layers, config.salience_layer
+    if layers is None or (config.reader == "layer" and config.slot_selection and salience is None):
+        raise ConfigError(
+            f"{directory}/adapter_config.json does not name its memory layers (gca_layers, salience_layer); "
+            "an adapter saved by LCIRCModel.save_pretrained does"
+        )
+    keep = sorted({int(i) for i in keep})
+    unknown = sorted(set(keep) - set(layers))
+    if not keep or unknown:
+        raise ConfigError(f"keep {unknown or 'no layer'}: the adapter reads its memory at layers {layers}; keep a non-empty subset of them")
+    if config.reader == "layer":
+        needed = {"the first memory layer (the compressor's input)": layers[0]}
+        if config.slot_selection:
+            needed["the salience layer"] = salience
+        lost = [f"{what} {layer}" for what, layer in needed.items() if layer not in keep]
+        if lost:
+            raise ConfigError(f"cannot drop {' and '.join(lost)}: the compressor reads it")
+    dropped = tuple(f"gca.{i}." for i in layers if i not in keep)
+    tensors = {name: t for name, t in read_adapter_tensors(directory).items() if not name.startswith(dropped)}
+    config.gca_layers = keep
+    return _write_adapter(config, signature, tensors, output)
