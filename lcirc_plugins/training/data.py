@@ -29,12 +29,17 @@ MIN_SYNTHETIC_TOKENS = 96
 
 @dataclass
 class TrainExample:
-    """Token-id segments to compress, decoder input ids and labels (``-100`` = no loss), optional query."""
+    """Token-id segments to compress, decoder input ids and labels (``-100`` = no loss), optional query.
+
+    ``answer_by_teacher``: an open question whose input ids are the prompt alone; the trainer labels it with the
+    backbone's own reply (``own_words.in_teacher_words``) before use.
+    """
 
     segments: list[torch.Tensor]
     input_ids: torch.Tensor
     labels: torch.Tensor
     query_ids: torch.Tensor | None = None
+    answer_by_teacher: bool = False
 
 
 def iter_records(source: str) -> Iterator[dict[str, str]]:
@@ -191,15 +196,16 @@ class ExampleStream:
         c = self.config
         context_ids = torch.tensor(self.tokenizer(record["context"], add_special_tokens=False)["input_ids"])
         prompt = build_prompt(self.tokenizer, record["question"])
+        by_teacher = not record["answer"]  # an open question: the trainer's teacher writes the answer
         answer = self.tokenizer(record["answer"], add_special_tokens=False)["input_ids"]
-        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None else []
+        eos = [self.tokenizer.eos_token_id] if self.tokenizer.eos_token_id is not None and not by_teacher else []
         input_ids = torch.tensor(prompt + answer + eos)
         labels = torch.tensor([IGNORE] * len(prompt) + answer + eos)
         query = torch.tensor(self.tokenizer(record["question"], add_special_tokens=False)["input_ids"])
         # Held-out texts are cut the way the product cuts them: full segments, then the rest.
         shortest = c.max_train_segment_len if self.split == "eval" else c.min_train_segment_len
         lengths = random_lengths(rng, len(context_ids), shortest, c.max_train_segment_len)
-        yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None])
+        yield TrainExample(split_segments(context_ids, lengths), input_ids, labels, query[None], answer_by_teacher=by_teacher)
 
 
 def _mixture(first: Iterator[TrainExample], second: Iterator[TrainExample], share: float, rng: random.Random) -> Iterator[TrainExample]:
@@ -212,21 +218,30 @@ def _synthetic_records(spec: str, seed: int, length_chars: Callable[[random.Rand
     """Endless QA records from ``TASK[:TEXT_PATH]``, or a mixture ``TASK[:TEXT],TASK[:TEXT],...`` drawn uniformly.
 
     ``TEXT_PATH`` is the haystack (or, for ``book_*`` tasks, the book) the task hides its evidence in;
-    each record's context length comes from ``length_chars``, so a curriculum can grow it.
+    each record's context length comes from ``length_chars``, so a curriculum can grow it. ``TASK+decoy``
+    also hides an unasked pass key in each context (``with_decoy_passkey``); ``open_question:BOOK`` asks about a
+    recurring name with no reference answer (the trainer's teacher answers it).
     """
     from ..data import synthetic
 
+    generators = {**synthetic.TASKS, "open_question": synthetic.open_question}  # open questions: for training only
     tasks = []
     for part in spec.split(","):
-        task, _, text_path = part.strip().partition(":")
-        if task not in synthetic.TASKS:
-            raise LCIRCError(f"unknown synthetic task {task!r} in {spec!r}; choose from {', '.join(synthetic.TASKS)}")
+        name, _, text_path = part.strip().partition(":")
+        task, _, modifier = name.partition("+")
+        if task not in generators:
+            raise LCIRCError(f"unknown synthetic task {task!r} in {spec!r}; choose from {', '.join(generators)}")
+        if modifier not in ("", "decoy") or (modifier and task == "passkey"):
+            raise LCIRCError(f"unknown modifier {name!r} in {spec!r}: '+decoy' goes with a task other than passkey")
         kwargs: dict[str, object] = {}
         if text_path:
-            kwargs["book" if task.startswith("book_") else "haystack"] = synthetic.load_haystack(text_path)
-        tasks.append((synthetic.TASKS[task], kwargs))
+            kwargs["haystack" if task == "passkey" or task.startswith("niah") else "book"] = synthetic.load_haystack(text_path)
+        tasks.append((generators[task], kwargs, modifier == "decoy"))
     rng = random.Random(f"synthetic-{seed}")
     for index in itertools.count():
-        generate, kwargs = tasks[rng.randrange(len(tasks))]
-        example = generate(synthetic.derive_seed(seed, index), length_chars=length_chars(rng), **kwargs)
+        generate, kwargs, decoy = tasks[rng.randrange(len(tasks))]
+        example_seed = synthetic.derive_seed(seed, index)
+        example = generate(example_seed, length_chars=length_chars(rng), **kwargs)
+        if decoy:
+            example = synthetic.with_decoy_passkey(example, synthetic.derive_seed(example_seed, "decoy"))
         yield {"context": example.context, "question": example.question, "answer": example.answer}

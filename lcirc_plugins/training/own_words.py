@@ -19,6 +19,7 @@ from ..model.lcirc_model import LCIRCModel
 from .data import IGNORE, TrainExample
 
 CLAUSE_END = re.compile(r"[.,;!?](?=\s|$)|\n")
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
 
 def _word(text: str) -> str:
@@ -58,18 +59,12 @@ def in_own_words(model: LCIRCModel, example: TrainExample, from_answer: bool = F
     tokenizer, start = model.tokenizer, int(labelled[0])
     answer_ids = example.labels[start:]
     answer = tokenizer.decode(answer_ids[answer_ids != tokenizer.eos_token_id]).strip()
-    context = torch.cat(example.segments, dim=1)
-    ids = torch.cat([context, example.input_ids[None, :start]], dim=1).to(model.device)
-    out = model.backbone.generate(
-        ids, attention_mask=torch.ones_like(ids), max_new_tokens=len(answer_ids) + extra_tokens, do_sample=False,
-        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
-    )[0, ids.shape[1] :]
-    text = reply_in_own_words(tokenizer.decode(out, skip_special_tokens=True), tokenizer.decode(example.query_ids[0]), answer)
+    reply_text = backbone_reply(model, example, start, len(answer_ids) + extra_tokens)
+    text = reply_in_own_words(reply_text, tokenizer.decode(example.query_ids[0]), answer)
     if text is None:
         return example
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=from_answer)
-    reply = torch.tensor(encoded["input_ids"] + eos, dtype=example.input_ids.dtype)
+    reply = torch.tensor(encoded["input_ids"] + _eos(tokenizer), dtype=example.input_ids.dtype)
     labels = reply.clone()
     if from_answer:  # tokens that end before the answer (and the space before it) are the backbone's opening words
         answer_at = len(text[: _find(text, answer).start()].rstrip())
@@ -77,3 +72,36 @@ def in_own_words(model: LCIRCModel, example: TrainExample, from_answer: bool = F
         labels[:opening] = IGNORE
     prompt = example.input_ids[:start]
     return replace(example, input_ids=torch.cat([prompt, reply]), labels=torch.cat([torch.full_like(prompt, IGNORE), labels]))
+
+
+@torch.no_grad()
+def in_teacher_words(model: LCIRCModel, example: TrainExample, max_new_tokens: int = 32) -> TrainExample:
+    """An open question without a reference answer (``answer_by_teacher``), labelled with the first sentence the
+    backbone replies when it reads the compressed text in its own window.
+
+    Why: "Who is the captain?" has no salient sentence in the memory; the reader must learn to answer it as the
+    backbone would with the text in view, not with whatever stands out in the memory (a pass key).
+    """
+    tokenizer, prompt = model.tokenizer, example.input_ids
+    reply = backbone_reply(model, example, len(prompt), max_new_tokens).strip()
+    end = SENTENCE_END.search(reply)
+    text = reply[: end.end() if end else len(reply)].strip()
+    ids = torch.tensor((tokenizer(text, add_special_tokens=False)["input_ids"] if text else []) + _eos(tokenizer), dtype=prompt.dtype)
+    labels = torch.cat([torch.full_like(prompt, IGNORE), ids])
+    return replace(example, input_ids=torch.cat([prompt, ids]), labels=labels, answer_by_teacher=False)
+
+
+def backbone_reply(model: LCIRCModel, example: TrainExample, prompt_end: int, max_new_tokens: int) -> str:
+    """The frozen backbone's greedy reply to ``example``'s prompt (its first ``prompt_end`` ids) with the
+    example's segments in its window before it."""
+    tokenizer = model.tokenizer
+    ids = torch.cat([torch.cat(example.segments, dim=1), example.input_ids[None, :prompt_end]], dim=1).to(model.device)
+    out = model.backbone.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )[0, ids.shape[1] :]
+    return tokenizer.decode(out, skip_special_tokens=True)
+
+
+def _eos(tokenizer) -> list[int]:
+    return [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []

@@ -36,7 +36,7 @@ from .bptt import compress_for_training, steps_with_gradient
 from .config import TrainConfig
 from .data import IGNORE, ExampleStream, TrainExample
 from .distractors import DistractorPool, surround
-from .own_words import in_own_words
+from .own_words import in_own_words, in_teacher_words
 from .plots import plot_metrics
 
 STATE_NAME = "trainer_state.json"
@@ -426,8 +426,11 @@ class Trainer:
         return final
 
     def next_example(self) -> TrainExample:
-        """The next training example; a share ``answers_in_own_words`` has its answer in the backbone's own words."""
+        """The next training example; a share ``answers_in_own_words`` has its answer in the backbone's own words,
+        and open questions are answered by the backbone reading the text (``in_teacher_words``)."""
         example, c = next(self.data), self.config
+        if example.answer_by_teacher:
+            return in_teacher_words(self.model, example)
         if c.answers_in_own_words > 0 and self.own_words_rng.random() < c.answers_in_own_words:
             return in_own_words(self.model, example, from_answer=c.own_words_loss == "answer")
         return example
@@ -471,6 +474,8 @@ class Trainer:
         previous = None
         for index in range(self.config.eval_examples):
             example = next(stream)
+            if example.answer_by_teacher:
+                example = in_teacher_words(self.model, example)
             memory, distractors = self._among_held_out(self.core.memory(example), f"eval-{index}", example.query_ids)
             losses["eval_loss"].append(self.module(example, memory=memory).item())
             if "eval_answer_exact" in losses:

@@ -46,6 +46,7 @@ from lcirc_plugins.data.synthetic import (
     passkey,
     read_jsonl,
     take_piece,
+    with_decoy_passkey,
     write_jsonl,
 )
 from lcirc_plugins.errors import EmptyInputError
@@ -189,6 +190,27 @@ def test_evidence_sits_at_the_requested_depth(task: str, depth: float, book: str
     assert ex.depth == depth
     assert abs(start / len(ex.context) - depth) < 0.03
     check_evidence(ex, book)
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("task", ["niah_single", "niah_multikey", "book_facts", "book_cloze"])
+def test_a_decoy_pass_key_hides_beside_the_evidence_without_moving_it(task: str, seed: int, book: str) -> None:
+    plain = generate(task, seed, book, length_chars=4_000)
+    decoyed = with_decoy_passkey(plain, seed)
+    decoy = decoyed.metadata["decoy"]
+    start, end = decoyed.metadata["decoy_span"]
+    key = decoy.split()[4].rstrip(".")
+    assert decoy == f"The pass key is {key}. Remember it. {key} is the pass key." and decoyed.context[start:end] == decoy
+    assert (decoyed.question, decoyed.answers) == (plain.question, plain.answers) and not any(key in a for a in plain.answers)
+    assert [decoyed.context[s:e] for s, e in decoyed.evidence_spans] == [plain.context[s:e] for s, e in plain.evidence_spans]
+    rest = decoyed.context[end + 1 :] if end < len(decoyed.context) else ""
+    assert (decoyed.context[:start] + rest).rstrip() == plain.context.rstrip(), "the decoy is the only change"
+    assert with_decoy_passkey(plain, seed) == decoyed, "seeded"
+
+
+def test_a_pass_key_example_takes_no_decoy(book: str) -> None:
+    with pytest.raises(ValueError, match="two answers"):
+        with_decoy_passkey(generate("passkey", 0, book), 0)
 
 
 @pytest.mark.parametrize("generator", [niah_multivalue, niah_multiquery])

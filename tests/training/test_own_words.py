@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -9,7 +11,7 @@ from lcirc_plugins.errors import ConfigError
 from lcirc_plugins.model.prompting import build_prompt
 from lcirc_plugins.training import TrainConfig
 from lcirc_plugins.training.data import IGNORE, TrainExample
-from lcirc_plugins.training.own_words import in_own_words, reply_in_own_words
+from lcirc_plugins.training.own_words import in_own_words, in_teacher_words, reply_in_own_words
 
 
 def test_a_reply_that_holds_the_answer_is_cut_after_its_clause():
@@ -106,3 +108,31 @@ def test_the_trainer_labels_pass_keys_as_smollm2_words_them(smollm2, tmp_path):
     assert key.isdigit() and len(key) == 5
     assert tokenizer.decode(own.labels[own.labels != IGNORE]) == f"The pass key is {key}.{tokenizer.eos_token}"
     assert all(torch.equal(a, b) for a, b in zip(own.segments, bare.segments))
+
+
+def test_an_open_question_is_answered_by_the_backbone_reading_the_text(smollm2, tmp_path):
+    """"Who is Jim?" has no reference answer: the label is the first sentence SmolLM2 replies with the text in view."""
+    from support import SAMPLE_BOOK
+
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+    from lcirc_plugins.training import Trainer
+
+    backbone, tokenizer = smollm2
+    model = LCIRCModel(backbone, tokenizer, LCIRCConfig(), backbone_name="smollm2-135m-instruct")
+    config = TrainConfig(stage="qa", data=f"synthetic:open_question+decoy:{SAMPLE_BOOK}", steps=1, eval_every=0, seed=5, output_dir=str(tmp_path))
+    try:
+        trainer = Trainer(config, model=model)
+        open_question = next(trainer.data)
+        labelled = in_teacher_words(model, open_question)
+    finally:
+        model.injector.detach()
+        backbone.eval()
+    assert open_question.answer_by_teacher and (open_question.labels == IGNORE).all(), "no reference answer to learn"
+    context = torch.cat(open_question.segments, dim=1)
+    ids = torch.cat([context, open_question.input_ids[None]], dim=1)
+    reply_ids = backbone.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False)[0, ids.shape[1] :]
+    first_sentence = re.match(r"\s*(.*?(?:[.!?](?=\s|$)|\n|$))", tokenizer.decode(reply_ids, skip_special_tokens=True), re.DOTALL).group(1).strip()
+    prompt_length = len(open_question.input_ids)
+    assert torch.equal(labelled.input_ids[:prompt_length], open_question.input_ids) and (labelled.labels[:prompt_length] == IGNORE).all()
+    assert tokenizer.decode(labelled.labels[prompt_length:]) == first_sentence + tokenizer.eos_token
+    assert not labelled.answer_by_teacher and "The pass key is" in tokenizer.decode(context[0])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -388,6 +389,20 @@ def test_synthetic_mixtures_draw_every_task_and_grow_with_the_curriculum(smollm2
     assert max(tokens[:10]) < max(tokens[-20:]), "contexts grow as the curriculum advances"
     with pytest.raises(LCIRCError, match="unknown synthetic task 'pasky'"):
         next(ExampleStream(smollm2_tokenizer, _config(tmp_path, stage="qa", data="synthetic:pasky")))
+
+
+def test_decoy_sources_hide_an_unasked_pass_key_in_every_context(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    stream = ExampleStream(smollm2_tokenizer, _config(tmp_path, stage="qa", data=f"synthetic:book_facts+decoy:{SAMPLE_BOOK}"), shuffle_buffer=1)
+    for example in (next(stream) for _ in range(4)):
+        context = smollm2_tokenizer.decode(torch.cat([s[0] for s in example.segments]))
+        answer = smollm2_tokenizer.decode(example.labels[example.labels != -100])
+        key = re.search(r"The pass key is (\d+)\. Remember it\. \1 is the pass key\.", context)
+        assert key and "pass key" not in smollm2_tokenizer.decode(example.query_ids[0]) and key.group(1) not in answer
+    for spec in (f"passkey+decoy:{SAMPLE_BOOK}", f"book_facts+decoys:{SAMPLE_BOOK}"):
+        with pytest.raises(LCIRCError, match="'\\+decoy' goes with a task other than passkey"):
+            next(ExampleStream(smollm2_tokenizer, _config(tmp_path, stage="qa", data=f"synthetic:{spec}")))
 
 
 def _text_folder(tmp_path, count: int = 20):

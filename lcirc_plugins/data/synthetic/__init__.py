@@ -20,16 +20,19 @@ Tasks (names accepted by :func:`make_dataset`):
   variants with "One of the special magic numbers for {key} is: {value}." needles.
 - ``book_facts``: invented facts inserted into a real book at known depths (no other model needed).
 - ``book_cloze``: fill-in-the-blank questions on named entities of the book itself.
+- ``open_question`` (training only, not in ``TASKS``): "Who is Jim?" about a recurring name, answered by the
+  backbone reading the window itself.
 
 Modules: ``examples`` (the example type, JSONL), ``haystacks`` (reading and cutting real text),
-``insertion`` (evidence at a depth), ``needles`` (pass key, RULER needles), ``book_qa`` (facts, cloze) and
-``registry`` (``TASKS`` by name, ``NEEDLE_TASKS`` for depth sweeps, seeded datasets).
+``insertion`` (evidence at a depth), ``needles`` (pass key, RULER needles), ``book_qa`` (facts, cloze),
+``decoys`` (an unasked pass key beside the evidence) and ``registry`` (``TASKS`` by name, ``NEEDLE_TASKS`` for depth sweeps, seeded datasets).
 """
 
 
 from __future__ import annotations
 
-from .book_qa import book_cloze, book_facts
+from .book_qa import book_cloze, book_facts, open_question
+from .decoys import with_decoy_passkey
 from .examples import LongContextExample, Tokenizer, read_jsonl, write_jsonl
 from .haystacks import FILLER, count_tokens, load_haystack, strip_gutenberg, take_piece
 from .needles import NEEDLE_TEMPLATE, niah_multikey, niah_multiquery, niah_multivalue, niah_single, passkey
@@ -52,10 +55,12 @@ __all__ = [
     "niah_multiquery",
     "niah_multivalue",
     "niah_single",
+    "open_question",
     "passkey",
     "read_jsonl",
     "strip_gutenberg",
     "take_piece",
+    "with_decoy_passkey",
     "write_jsonl",
 ]
 

@@ -228,3 +228,51 @@ def book_cloze(
             **({} if whole_book else _length_metadata(length_chars, num_tokens)),
         },
     )
+
+
+def _mid_sentence(text: str, at: int) -> bool:
+    """Whether a word at ``at`` follows another word of its sentence (a capital there marks a name)."""
+    before = text[max(0, at - 3) : at].rstrip()
+    return bool(before) and before[-1] not in ".!?:;\"'()[]-\u2014\u201c\u2018\n"
+
+
+OPEN_QUESTIONS = ("Who is {name}?", "What does {name} do?", "What do we learn about {name}?", "What happens to {name}?")
+GENERAL_QUESTION = "What happens in this part of the story?"
+
+
+def open_question(
+    seed: int,
+    book: str | os.PathLike[str],
+    *,
+    length_chars: int | None = None,
+    num_tokens: int | None = None,
+    tokenizer: Tokenizer | None = None,
+) -> LongContextExample:
+    """An open question ("Who is Jim?") about a name that recurs in a window of the book; no reference answer.
+
+    For training only (not in ``TASKS``): the answer is whatever the backbone says with the window in its own
+    context (``answer`` is empty, ``metadata["match"]`` is ``"teacher"``). Its use is the question a user asks
+    about the story, whose answer is spread over the text rather than in one salient sentence. The name is one
+    of the window's five most frequent names that occur twice; in a window without one, any name, else
+    ``GENERAL_QUESTION``.
+    """
+    _check_length(length_chars, num_tokens, tokenizer)
+    text = _as_text(book, "book")
+    rng = random.Random(seed)
+    for _ in range(_MAX_TRIES):
+        context = _cut(text, _random_start(text, rng), length_chars, num_tokens, tokenizer)
+        counts = Counter(m.group() for m in _CAPITALISED.finditer(context) if m.group() not in _CLOZE_STOP and _mid_sentence(context, m.start()))
+        names = [name for name, count in counts.most_common(5) if count >= 2]
+        if names:
+            break
+    name = rng.choice(names or list(counts) or [""])  # a short window may name no one twice, or no one at all
+    first = re.search(rf"\b{name}\b", context) if name else None
+    return LongContextExample(
+        context=context,
+        question=rng.choice(OPEN_QUESTIONS).format(name=name) if name else GENERAL_QUESTION,
+        answer="",
+        answers=(),
+        task="open_question",
+        evidence_spans=((first.start(), first.end()),) if first else (),
+        metadata={"seed": seed, "match": "teacher", "name": name, "occurrences": counts[name], **_length_metadata(length_chars, num_tokens)},
+    )
