@@ -12,6 +12,7 @@ conditioned on it. Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -136,6 +137,14 @@ def measured_markdown(table: list[dict[str, Any]], gains: list[dict[str, Any]], 
         f"Measured on {meta['date']} with `{meta['command']}` ({meta['total_wall_time_s']:.0f} s on this machine).\n",
         markdown_table(table, columns),
     ]
+    if meta.get("segments_reused"):
+        reused, read = meta["segments_reused"], meta["segments_read"]
+        text.append(
+            f"\nThe memories' segments: {read} read, {reused} reused ({reused / (reused + read):.0%}: identical token ids read "
+            "earlier in the run, e.g. repeated filler, are not read again; exact, see `LCIRCModel.reusing_segments`). "
+            "`lcirc-memory`'s wall time includes building its memory, so a first build of new text takes longer: see "
+            "`benchmarks/RESULTS.md` for build times.\n"
+        )
     if gains:
         text += [
             "\nPerplexity gain over the truncated backbone (1 - ppl / ppl_truncated):\n",
@@ -175,12 +184,32 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--tasks", nargs="+", default=list(CARD_TASKS), choices=CARD_TASKS, help="the tasks to measure (default: all)")
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument(
+        "--segment-cache-mb", type=int, default=2048, help="reuse segments already read in this run, up to this many MB (0: off)"
+    )
     parser.add_argument("--out", default="runs/card")
     parser.add_argument("--card", default=None, help="a MODEL_CARD.md whose measured section is rewritten")
     parser.add_argument(
         "--section", default=None, help="with --card: the named section <!-- measured:NAME:start --> instead of the main one"
     )
     return parser.parse_args(argv)
+
+
+def measure(systems: list[System], args: argparse.Namespace, books: str) -> list[dict[str, Any]]:
+    """Every row of the tasks ``args`` asks for."""
+    per_depth = max(1, args.samples // len(DEPTHS))
+    rows: list[dict[str, Any]] = []
+    if "passkey" in args.tasks:
+        rows += needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)
+    if "niah_single" in args.tasks:
+        rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed)
+    if "perplexity" in args.tasks:
+        for s in tqdm(range(args.samples), desc="perplexity"):
+            rows += perplexity_by_length(systems, books, args.lengths, 128, args.seed * 10_000 + s)
+    for task in ("book_facts", "book_cloze"):
+        if task in args.tasks:
+            rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed)
+    return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -195,18 +224,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"error: unknown systems {unknown}; this adapter's card measures {known}")
         systems = [system for system in systems if system.name in args.systems]
     books = synthetic.load_haystack(args.books)
-    per_depth = max(1, args.samples // len(DEPTHS))
-    rows: list[dict[str, Any]] = []
-    if "passkey" in args.tasks:
-        rows += needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)
-    if "niah_single" in args.tasks:
-        rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed)
-    if "perplexity" in args.tasks:
-        for s in tqdm(range(args.samples), desc="perplexity"):
-            rows += perplexity_by_length(systems, books, args.lengths, 128, args.seed * 10_000 + s)
-    for task in ("book_facts", "book_cloze"):
-        if task in args.tasks:
-            rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed)
+    reuse = model.reusing_segments(args.segment_cache_mb) if args.segment_cache_mb > 0 else contextlib.nullcontext()
+    with reuse as cache:
+        rows = measure(systems, args, books)
     table = summarise(rows)
     gains = relative_gains(table)
     meta = {
@@ -215,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "total_wall_time_s": time.perf_counter() - start,
         "adapter_fingerprint": model.adapter_fingerprint,
         "args": vars(args),
+        "segments_read": cache.misses if cache else None,
+        "segments_reused": cache.hits if cache else None,
     }
     out = Path(args.out)
     write_report(rows, out, "card-rows", meta)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -27,6 +28,7 @@ from .layer_reader import fold_positions
 from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 from .provenance import Provenance, answer_provenance
+from .segment_cache import SegmentCache
 from .streaming import GenerationStream
 from .whole_segments import read_whole, relevant_segments_of_texts
 
@@ -71,6 +73,24 @@ class LCIRCModel(nn.Module):
         rotary = memory_rotary(backbone, layers) if self.adapter.reads_layers else None
         self.injector = MemoryInjector(layers, self.adapter.blocks(), rotary)
         self.signature = {**backbone_signature(backbone, tokenizer), "name_or_path": self.backbone_name}
+        self._segment_cache: SegmentCache | None = None
+
+    @contextlib.contextmanager
+    def reusing_segments(self, max_mb: int = 1024) -> Iterator[SegmentCache]:
+        """Within the block, a segment whose token ids were compressed before is not read again.
+
+        Exact for the layer reader with slot selection (each segment is compressed on its own, so its slots
+        depend on its ids alone); other compressors read as usual. For evaluations and batch jobs over
+        overlapping texts (one haystack with a needle at several depths, an edited book). The adapter's
+        weights must not change inside the block; the cache (hits, misses) is dropped when it ends.
+        """
+        if self._segment_cache is not None:
+            raise LCIRCError("reusing_segments blocks do not nest: one is already open on this model")
+        self._segment_cache = SegmentCache(max_mb * 2**20)
+        try:
+            yield self._segment_cache
+        finally:
+            self._segment_cache = None
 
     # ----- construction and checkpoints -------------------------------------------------------------
 
@@ -334,13 +354,20 @@ class LCIRCModel(nn.Module):
         compressor = self.adapter.compressor
         state = compressor.initial_state(segments[0].shape[0]) if state is None else state
         slots, centres, latents, scores, offset = [], [], [], [], 0
+        # Selected slots depend on the segment's ids alone: reusable from the cache (``reusing_segments``).
+        cache = self._segment_cache if compressor.salience is not None and not torch.is_grad_enabled() else None
         for i, ids in enumerate(segments):
-            states = self.segment_states(ids)
-            with torch.set_grad_enabled(torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)):
-                salience = compressor.scores(states) if compressor.salience is not None else None
-                new, where, state = compressor.step(state, states, scores=salience)
-                if salience is not None and torch.is_grad_enabled():
-                    scores.append(salience)
+            if (cached := cache.get(ids) if cache is not None else None) is not None:
+                new, where = cached
+            else:
+                states = self.segment_states(ids)
+                with torch.set_grad_enabled(torch.is_grad_enabled() and (grad_steps is None or i in grad_steps)):
+                    salience = compressor.scores(states) if compressor.salience is not None else None
+                    new, where, state = compressor.step(state, states, scores=salience)
+                    if salience is not None and torch.is_grad_enabled():
+                        scores.append(salience)
+                if cache is not None:
+                    cache.put(ids, new, where)
             slots.append(new)
             centres.append(where + offset)
             if state is not None:

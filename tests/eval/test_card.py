@@ -99,3 +99,15 @@ def test_the_card_script_runs_on_the_default_adapter_fallback(tmp_path):
         assert main([*args, "--samples", "1", "--out", str(tmp_path / "ppl"), "--systems", "truncated", "--tasks", "perplexity"]) == 0
     table = json.loads((tmp_path / "ppl" / "card.json").read_text())["table"]
     assert {row["task"] for row in table} == {"perplexity"}, "only the chosen tasks are measured"
+
+
+def test_reusing_segments_leaves_every_answer_as_it_was(make_lcirc):
+    """The card reuses segments it read before (repeated filler): the rows must be those of reading everything."""
+    model = make_lcirc("llama", reader="layer", lora_rank=4, tokens_per_slot=8, slot_selection=True, gca_layers=[0, 1, 2, 3], salience_layer=1, gate_init=0.5)
+    systems = [s for s in card_systems(model) if s.name == "lcirc-memory"]
+    with one_torch_thread():
+        read = needle_rows(systems, "passkey", [600], samples=1, haystack=None, seed=0)
+        with model.reusing_segments() as cache:
+            reused = needle_rows(systems, "passkey", [600], samples=1, haystack=None, seed=0)
+    assert cache.hits > cache.misses > 0, "the filler's segments repeat"
+    assert [(r["prediction"], r["accuracy"]) for r in reused] == [(r["prediction"], r["accuracy"]) for r in read]
