@@ -430,10 +430,14 @@ class Trainer:
         and open questions are answered by the backbone reading the text (``in_teacher_words``)."""
         example, c = next(self.data), self.config
         if example.answer_by_teacher:
-            return in_teacher_words(self.model, example)
+            return self._answered(example)
         if c.answers_in_own_words > 0 and self.own_words_rng.random() < c.answers_in_own_words:
             return in_own_words(self.model, example, from_answer=c.own_words_loss == "answer")
         return example
+
+    def _answered(self, example: TrainExample) -> TrainExample:
+        """``example`` with a label: an open question's is the backbone's own reply (``in_teacher_words``)."""
+        return in_teacher_words(self.model, example) if example.answer_by_teacher else example
 
     def draw_distractors(
         self, whole: bool = False, query_ids: torch.Tensor | None = None
@@ -473,9 +477,7 @@ class Trainer:
                 losses.update(eval_whole_loss=[], eval_whole_answer_exact=[], eval_whole_answer_contains=[])
         previous = None
         for index in range(self.config.eval_examples):
-            example = next(stream)
-            if example.answer_by_teacher:
-                example = in_teacher_words(self.model, example)
+            example = self._answered(next(stream))
             memory, distractors = self._among_held_out(self.core.memory(example), f"eval-{index}", example.query_ids)
             losses["eval_loss"].append(self.module(example, memory=memory).item())
             if "eval_answer_exact" in losses:

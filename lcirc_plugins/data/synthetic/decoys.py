@@ -31,12 +31,10 @@ def with_decoy_passkey(example: LongContextExample, seed: int, digits: int = 5) 
             continue
         decoy = f"The pass key is {key}. Remember it. {key} is the pass key."
         context, [(start, end)] = _insert(example.context, [(decoy, rng.random())])
-        shift = end - start + (1 if end < len(context) else 0)
         if any(s < start < e for s, e in example.evidence_spans):
             continue  # inside an evidence sentence
+        shift = len(context) - len(example.context)  # everything from the decoy on moved by what was inserted
         spans = tuple((s + shift, e + shift) if s >= start else (s, e) for s, e in example.evidence_spans)
-        if any(context[s:e] != example.context[s0:e0] for (s, e), (s0, e0) in zip(spans, example.evidence_spans)):
-            continue  # the decoy landed at the very end, joined without a space: spans did not move as computed
         metadata = {**example.metadata, "decoy": decoy, "decoy_span": [start, end]}
         return dataclasses.replace(example, context=context, evidence_spans=spans, metadata=metadata)
     raise ValueError(f"no place for a decoy pass key in example {example.metadata.get('seed')}")
