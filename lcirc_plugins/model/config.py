@@ -126,6 +126,14 @@ class LCIRCConfig:
             "both), so the question's whole rows take attention from the slots, as one shared reader's would."
         },
     )
+    whole_near_prompt: bool = field(
+        default=False,
+        metadata={
+            "help": "With whole_reader: the question's whole segments are read just before the prompt, in text order and one "
+            "position apart, instead of at their folded place in the book (as a retriever puts its passages beside the "
+            "question), so a segment far back does not lose the joint softmax to thousands of nearer slots."
+        },
+    )
     memory_sink: float | None = field(
         default=None,
         metadata={
@@ -166,6 +174,8 @@ class LCIRCConfig:
             raise ConfigError("whole_beside keeps slots beside whole rows for a second reader: set whole_reader as well")
         if self.whole_softmax not in ("separate", "joint"):
             raise ConfigError(f"whole_softmax is 'separate' or 'joint', got {self.whole_softmax!r}")
+        if self.whole_near_prompt and not self.whole_reader:
+            raise ConfigError("whole_near_prompt places the rows a second reader reads: set whole_reader as well")
         if self.whole_softmax != "separate" and not self.whole_reader:
             raise ConfigError("whole_softmax chooses how a second reader's rows are read: set whole_reader as well")
         sink = self.memory_sink

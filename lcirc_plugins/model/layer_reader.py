@@ -135,6 +135,18 @@ def fold_positions(positions: torch.Tensor, horizon: int) -> torch.Tensor:
     return -torch.where(distance <= near, distance, near + (distance - near) / factor)
 
 
+def whole_before_prompt(positions: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """Memory positions [B, N] with the whole segments' rows (``whole`` [B, N], in text order) moved to just before
+    the prompt: the last whole row at -1, each earlier one a position farther; the other rows stay where they are.
+
+    Why (docs/TRAINING_FINDINGS.md, "Whole segments far back"): at 128K tokens a segment read whole from the book's
+    start sits at the folded horizon, behind 4,096 nearer slots, and with nine reading layers its rows lost the
+    joint softmax (pass keys at depth 0: 0 of 10); beside the prompt they were read.
+    """
+    behind = whole.flip(-1).cumsum(-1).flip(-1)  # whole rows at or after each row
+    return torch.where(whole, -behind.to(positions.dtype), positions)
+
+
 def _logit_mask(mask: torch.Tensor | None, bias: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """An additive [B, 1, 1, N] attention mask: the QD ``bias`` [B, N], and -inf where ``mask`` [B, N] is False."""
     if mask is None and bias is None:

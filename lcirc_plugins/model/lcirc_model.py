@@ -24,7 +24,7 @@ from .backbone import DEFAULT_BACKBONE, backbone_signature, load_backbone, prepa
 from .config import LCIRCConfig
 from .injection import MemoryInjector, find_decoder_layers, memory_rotary
 from .layer_memory import slots_in
-from .layer_reader import fold_positions
+from .layer_reader import fold_positions, whole_before_prompt
 from .memory import CompressedMemory, MemoryRows
 from .prompting import DEFAULT_SYSTEM_PROMPT, apply_chat_template, build_prompt
 from .provenance import Provenance, answer_provenance
@@ -585,6 +585,8 @@ class LCIRCModel(nn.Module):
             bias = bias.to(self.device).reshape(features.shape[0], -1)
         if whole is not None:
             whole = whole.to(self.device).reshape(features.shape[0], -1)
+            if self.config.whole_near_prompt and positions is not None:
+                positions = whole_before_prompt(positions, whole)
         if keys_values is not None:
             keys_values = keys_values.to(self.device, dtype).reshape(features.shape[0], -1, *keys_values.shape[-4:])
         if not self.adapter.reads_layers:
