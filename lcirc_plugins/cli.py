@@ -211,8 +211,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .model.adapter import load_adapter_weights
     from .model.lcirc_model import LCIRCModel
 
-    overrides = None if args.memory_sink is None else {"memory_sink": args.memory_sink}
-    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides)
+    overrides = {} if args.memory_sink is None else {"memory_sink": args.memory_sink}
+    if args.whole_near_prompt is not None:
+        overrides["whole_near_prompt"] = args.whole_near_prompt
+    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides or None)
     if args.memory_sink is not None:  # grown or replaced: every head's sink is the value chosen by measurement
         with torch.no_grad():
             for name, param in model.adapter.named_parameters():
@@ -288,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--backbone", default=None, help="backbone (default: the one the adapter records)")
     export.add_argument(
         "--memory-sink", type=float, default=None, metavar="LOGIT", help="give every memory-reading head a sink of this logit (docs/TRAINING_FINDINGS.md, R18)"
+    )
+    export.add_argument(
+        "--whole-near-prompt",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read the question's whole segments just before the prompt (needs whole readers; default: as the adapter was saved)",
     )
     export.set_defaults(func=cmd_export)
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default adapter from scratch on a CPU (about 2.8 hours on 2 cores): the layer reader on
+# Reproduce the shipped default adapter from scratch on a CPU (about 3.5 hours on 2 cores): the layer reader on
 # pass keys in one segment (R1), in 1-4 segments of corpus books (R2), then among up to 63 distractor segments
 # with a length curriculum gated on held-out answers (R3), then the QD stage on pass keys, needles and invented
 # book facts among distractors (R4); then the whole readers: R4 trained to read the question's segments whole
 # (R5), R5's readers grafted onto R4 as whole readers in one softmax with the slots, and only those trained,
 # among up to 16 and then 63 distractor segments (R12, R13), then on answers in the backbone's own words with
-# distillation only where the backbone is right (R17); a bf16 export into the package; the model card's
+# distillation only where the backbone is right (R17); a bf16 export of it pruned to 9 reading layers, whose slot
+# readers (R26) and then whole readers (R27) are retrained with unasked pass keys (decoys) and open questions so
+# that a question the memory does not answer leaves it alone; a bf16 export into the package; the model card's
 # measured table. Each run resumes from its last checkpoint if interrupted. Arguments go to the card
 # measurement (e.g. --samples 20 for a quicker, noisier table).
 set -euo pipefail
@@ -24,6 +26,11 @@ train default-7-joint
 train default-8-long-whole
 train default-9-own-words
 .venv/bin/lcirc export runs/default-9-own-words/adapter -o "$DEST" --dtype bfloat16
+# 9 of the 22 reading layers (the answer's cost at 128K tokens), retrained with decoys and open questions
+.venv/bin/lcirc prune "$DEST" --keep-layers 8 15 17 18 20 21 22 23 29 -o runs/default-10-pruned
+train default-10-open-questions
+train default-11-open-questions-whole
+.venv/bin/lcirc export runs/default-11-open-questions-whole/adapter -o "$DEST" --dtype bfloat16 --whole-near-prompt
 cp configs/default-adapter-card.md "$DEST/MODEL_CARD.md"
 card() {  # one measured section of the card: card OUT_NAME [eval.card arguments]
   local out=$1

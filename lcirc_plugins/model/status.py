@@ -22,7 +22,9 @@ UNTRAINED_NOTICE = (
 KEYWORD_PASSAGES = "The passages shown under an answer come from keyword ranking (BM25), not from the model."
 CARD_NAME = "MODEL_CARD.md"
 CARD_START, CARD_END = "<!-- measured:start -->", "<!-- measured:end -->"  # written by lcirc_plugins.eval.card
-HEADLINE_SYSTEMS = ("qd-lcirc", "lcirc", "lcirc-memory")  # the adapter's own rows, whichever the card measured
+# The adapter's own rows, per task the path the front ends answer with first (the book in memory, the question
+# scoring it), then whichever the card measured.
+HEADLINE_SYSTEMS = ("qd-lcirc-memory", "lcirc-memory", "qd-lcirc", "lcirc")
 HEADLINE_METRICS = ("accuracy", "perplexity")
 
 
@@ -83,7 +85,8 @@ def model_status(model: LCIRCModel, adapter: str | Path | None = None) -> ModelS
 
 
 def card_headline(card: Path) -> str | None:
-    """LCIRC's rows of the card's measured table as ``task length: metric value`` items (None without a card)."""
+    """The adapter's row per task of the card's measured table as ``system task length: metric value`` items, the
+    answering path's when measured (``HEADLINE_SYSTEMS``); None without a card."""
     try:
         text = card.read_text(encoding="utf-8")
     except OSError:
@@ -94,14 +97,19 @@ def card_headline(card: Path) -> str | None:
     ]
     if len(rows) < 3:
         return None
-    header, items = rows[0], []
+    header, best = rows[0], {}
     for row in rows[2:]:
         record = dict(zip(header, row))
         if record.get("system") not in HEADLINE_SYSTEMS:
             continue
-        for metric in HEADLINE_METRICS:
-            if record.get(metric) not in (None, "", "-"):  # markdown_table writes "-" for a missing value
-                items.append(
-                    f"{record['system']} {record.get('task', '?')} {record.get('length', '')}: {metric} {record[metric]}"
-                )
+        cell = (record.get("task", "?"), record.get("length", ""))
+        rank = HEADLINE_SYSTEMS.index(record["system"])
+        if cell not in best or rank < HEADLINE_SYSTEMS.index(best[cell]["system"]):
+            best[cell] = record
+    items = [
+        f"{record['system']} {task} {length}: {metric} {record[metric]}"
+        for (task, length), record in best.items()
+        for metric in HEADLINE_METRICS
+        if record.get(metric) not in (None, "", "-")  # markdown_table writes "-" for a missing value
+    ]
     return "; ".join(items[:4]) or None

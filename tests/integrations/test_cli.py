@@ -306,6 +306,34 @@ def test_export_gives_every_head_the_memory_sink_chosen(capsys: pytest.CaptureFi
 
 
 @pytest.mark.integration
+def test_export_sets_whole_near_prompt_and_keeps_the_weights(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """``--whole-near-prompt`` is how the shipped adapter gets the flag it was measured with; an adapter without
+    whole readers is refused with the reason, and nothing is written."""
+    import torch
+
+    from lcirc_plugins import LCIRCConfig, LCIRCModel
+
+    torch.manual_seed(0)
+    base = {"reader": "layer", "lora_rank": 2, "tokens_per_slot": 4, "gca_layers": [0, 29], "gate_init": 0.3}
+    fingerprints = {}
+    for name, extra in (("whole", {"whole_reader": True, "whole_segments": 1}), ("slots", {})):
+        model = LCIRCModel.from_backbone("smollm2-135m-instruct", LCIRCConfig(**base, **extra))
+        model.save_pretrained(tmp_path / name)
+        model.injector.detach()
+        fingerprints[name] = model.adapter_fingerprint
+    for flag, expected in (("--whole-near-prompt", True), ("--no-whole-near-prompt", False)):
+        code, _, err = run(capsys, "export", tmp_path / "whole", "-o", tmp_path / f"out{expected}", flag, "--dtype", "float32")
+        assert code == 0, err
+        loaded = LCIRCModel.from_pretrained(tmp_path / f"out{expected}")
+        assert loaded.config.whole_near_prompt is expected
+        assert loaded.adapter_fingerprint == fingerprints["whole"]
+        loaded.injector.detach()
+    code, _, err = run(capsys, "export", tmp_path / "slots", "-o", tmp_path / "refused", "--whole-near-prompt")
+    assert code != 0 and "whole_reader" in err
+    assert not (tmp_path / "refused").exists()
+
+
+@pytest.mark.integration
 def test_graft_gives_an_adapter_another_adapter_s_readers_as_whole_readers(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     import torch
 

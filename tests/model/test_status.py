@@ -44,6 +44,19 @@ def test_a_trained_adapter_shows_its_card_numbers(make_lcirc, tmp_path: Path) ->
     assert card_headline(tmp_path / "missing.md") is None
 
 
+def test_the_card_headline_shows_the_answering_path_s_row_per_task(tmp_path: Path) -> None:
+    """A QD adapter answers with the question and the book in memory: its ``qd-lcirc-memory`` rows, not the others."""
+    table = [
+        {"task": "passkey", "system": system, "length": 32768, "n": 5, "accuracy": accuracy}
+        for system, accuracy in (("truncated", 0.0), ("lcirc", 0.4), ("lcirc-memory", 0.6), ("qd-lcirc-memory", 1.0))
+    ] + [{"task": "niah_single", "system": "lcirc-memory", "length": 32768, "n": 5, "accuracy": 0.2}]
+    meta = {"date": "2026-12-04", "command": "python -m lcirc_plugins.eval.card", "total_wall_time_s": 60}
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text(f"# Card\n{CARD_START}\n{CARD_END}\n", encoding="utf-8")
+    write_card(card, measured_markdown(table, [], meta))
+    assert card_headline(card) == "qd-lcirc-memory passkey 32768: accuracy 1; lcirc-memory niah_single 32768: accuracy 0.2"
+
+
 def test_gates_decide_trained_not_the_name(make_lcirc) -> None:
     model = make_lcirc(gate_init=0.0)
     assert not model_status(model).trained
