@@ -211,10 +211,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .model.adapter import load_adapter_weights
     from .model.lcirc_model import LCIRCModel
 
-    overrides = {} if args.memory_sink is None else {"memory_sink": args.memory_sink}
-    if args.whole_near_prompt is not None:
-        overrides["whole_near_prompt"] = args.whole_near_prompt
-    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides or None)
+    chosen = {"memory_sink": args.memory_sink, "whole_near_prompt": args.whole_near_prompt}
+    overrides = {name: value for name, value in chosen.items() if value is not None}  # the rest: as saved
+    model = LCIRCModel.from_pretrained(args.adapter_dir, backbone=args.backbone, config_overrides=overrides)
     if args.memory_sink is not None:  # grown or replaced: every head's sink is the value chosen by measurement
         with torch.no_grad():
             for name, param in model.adapter.named_parameters():

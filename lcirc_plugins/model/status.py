@@ -102,13 +102,12 @@ def card_headline(card: Path) -> str | None:
         record = dict(zip(header, row))
         if record.get("system") not in HEADLINE_SYSTEMS:
             continue
-        cell = (record.get("task", "?"), record.get("length", ""))
-        rank = HEADLINE_SYSTEMS.index(record["system"])
-        if cell not in best or rank < HEADLINE_SYSTEMS.index(best[cell]["system"]):
-            best[cell] = record
+        cell, rank = (record.get("task", "?"), record.get("length", "")), HEADLINE_SYSTEMS.index(record["system"])
+        if rank < best.get(cell, (len(HEADLINE_SYSTEMS),))[0]:  # a cell keeps its first place in the table
+            best[cell] = (rank, record)
     items = [
         f"{record['system']} {task} {length}: {metric} {record[metric]}"
-        for (task, length), record in best.items()
+        for (task, length), (_, record) in best.items()
         for metric in HEADLINE_METRICS
         if record.get(metric) not in (None, "", "-")  # markdown_table writes "-" for a missing value
     ]
