@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduce the shipped default adapter from scratch on a CPU (about 3.5 hours on 2 cores): the layer reader on
+# Reproduce the shipped default adapter from scratch on a CPU (about 4 hours on 2 cores): the layer reader on
 # pass keys in one segment (R1), in 1-4 segments of corpus books (R2), then among up to 63 distractor segments
 # with a length curriculum gated on held-out answers (R3), then the QD stage on pass keys, needles and invented
 # book facts among distractors (R4); then the whole readers: R4 trained to read the question's segments whole
@@ -7,8 +7,9 @@
 # among up to 16 and then 63 distractor segments (R12, R13), then on answers in the backbone's own words with
 # distillation only where the backbone is right (R17); a bf16 export of it pruned to 9 reading layers, whose slot
 # readers (R26) and then whole readers (R27) are retrained with unasked pass keys (decoys) and open questions so
-# that a question the memory does not answer leaves it alone; a bf16 export into the package; the model card's
-# measured table. Each run resumes from its last checkpoint if interrupted. Arguments go to the card
+# that a question the memory does not answer leaves it alone; the slot readers once more with continuations of a
+# text read past a window (R28: the memory lowers the perplexity the window alone gives); a bf16 export into the
+# package; the model card's measured table. Each run resumes from its last checkpoint if interrupted. Arguments go to the card
 # measurement (e.g. --samples 20 for a quicker, noisier table).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup_env.sh"  # cds to the repo root
@@ -31,6 +32,9 @@ train default-9-own-words
 train default-10-open-questions
 train default-11-open-questions-whole
 .venv/bin/lcirc export runs/default-11-open-questions-whole/adapter -o "$DEST" --dtype bfloat16 --whole-near-prompt
+# the slot readers again, half the examples continuing a text past a 896-token window (the card's perplexity)
+train default-12-card-continuations
+.venv/bin/lcirc export runs/default-12-card-continuations/adapter -o "$DEST" --dtype bfloat16
 cp configs/default-adapter-card.md "$DEST/MODEL_CARD.md"
 card() {  # one measured section of the card: card OUT_NAME [eval.card arguments]
   local out=$1

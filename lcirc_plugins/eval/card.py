@@ -35,6 +35,8 @@ from .tasks import needle_grid, perplexity_by_length
 
 DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
+ANSWER_TOKENS = 16  # the card's answer budget: bare numbers and names fit, sentences may not
+
 
 def card_systems(model: LCIRCModel) -> list[System]:
     """The truncated backbone, BM25 RAG, LCIRC (no question; with the window's last tokens in the decoder, and
@@ -55,16 +57,24 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def needle_rows(
-    systems: list[System], task: str, lengths: Sequence[int], samples: int, haystack: str | None, seed: int
+    systems: list[System],
+    task: str,
+    lengths: Sequence[int],
+    samples: int,
+    haystack: str | None,
+    seed: int,
+    max_new_tokens: int = ANSWER_TOKENS,
 ) -> list[dict[str, Any]]:
     """``samples`` examples per (length, depth) cell: one :func:`needle_grid` pass per seed."""
     rows = []
     for s in tqdm(range(samples), desc=task):
-        rows += needle_grid(systems, lengths, DEPTHS, seed * 10_000 + s, task=task, haystack=haystack)
+        rows += needle_grid(systems, lengths, DEPTHS, seed * 10_000 + s, task=task, haystack=haystack, max_new_tokens=max_new_tokens)
     return rows
 
 
-def book_qa_rows(systems: list[System], task: str, book: str, length: int, samples: int, seed: int) -> list[dict[str, Any]]:
+def book_qa_rows(
+    systems: list[System], task: str, book: str, length: int, samples: int, seed: int, max_new_tokens: int = ANSWER_TOKENS
+) -> list[dict[str, Any]]:
     """Questions whose answer sits at a random depth of a ``length``-token piece of a held-out book."""
     generate: Callable[..., synthetic.LongContextExample] = synthetic.TASKS[task]
     tokenizer = systems[0].tokenizer
@@ -73,7 +83,7 @@ def book_qa_rows(systems: list[System], task: str, book: str, length: int, sampl
         example = generate(synthetic.derive_seed(seed, f"{task}-{s}"), book, num_tokens=length, tokenizer=tokenizer)
         for system in systems:
             start = time.perf_counter()
-            prediction = system.answer(example.context, example.question, 16)
+            prediction = system.answer(example.context, example.question, max_new_tokens)
             rows.append(
                 {
                     "task": task,
@@ -185,6 +195,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tasks", nargs="+", default=list(CARD_TASKS), choices=CARD_TASKS, help="the tasks to measure (default: all)")
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=ANSWER_TOKENS,
+        help="answer budget of the needle and book-QA tasks: a reply in a sentence states the number after ~12 tokens",
+    )
+    parser.add_argument(
         "--segment-cache-mb", type=int, default=2048, help="reuse segments already read in this run, up to this many MB (0: off)"
     )
     parser.add_argument("--out", default="runs/card")
@@ -200,15 +216,15 @@ def measure(systems: list[System], args: argparse.Namespace, books: str) -> list
     per_depth = max(1, args.samples // len(DEPTHS))
     rows: list[dict[str, Any]] = []
     if "passkey" in args.tasks:
-        rows += needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed)
+        rows += needle_rows(systems, "passkey", args.lengths, per_depth, None, args.seed, args.max_new_tokens)
     if "niah_single" in args.tasks:
-        rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed)
+        rows += needle_rows(systems, "niah_single", [args.needle_length], per_depth, books, args.seed, args.max_new_tokens)
     if "perplexity" in args.tasks:
         for s in tqdm(range(args.samples), desc="perplexity"):
             rows += perplexity_by_length(systems, books, args.lengths, 128, args.seed * 10_000 + s)
     for task in ("book_facts", "book_cloze"):
         if task in args.tasks:
-            rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed)
+            rows += book_qa_rows(systems, task, books, args.needle_length, args.samples, args.seed, args.max_new_tokens)
     return rows
 
 

@@ -97,6 +97,14 @@ class TrainConfig:
         },
     )
     loss_window: int = field(default=256, metadata={"help": "Decoder tokens with loss after the memory (stage 1)."})
+    lm_context: int = field(
+        default=0,
+        metadata={
+            "help": "Continuation examples: text the decoder reads without loss between the memory and the loss_window "
+            "tokens. The card's perplexity reads a window this long before the scored tokens (1,024 - 128 = 896), so the "
+            "memory learns what it adds beyond the window instead of what the window already says."
+        },
+    )
     distill: float = field(
         default=0.0,
         metadata={"help": "Weight of context distillation: KL from the backbone reading the compressed text in its own window."},
@@ -232,6 +240,8 @@ class TrainConfig:
             raise ConfigError(f"salience_temperature must be > 0, got {self.salience_temperature}")
         if self.distill < 0 or self.salience_distill < 0:
             raise ConfigError(f"distill and salience_distill are loss weights >= 0, got {self.distill}, {self.salience_distill}")
+        if self.lm_context < 0:
+            raise ConfigError(f"lm_context counts tokens, got {self.lm_context}")
         if not 0.0 <= self.reconstruct <= 1.0:
             raise ConfigError(f"reconstruct is a probability, got {self.reconstruct}")
         if self.min_train_segment_len > self.max_train_segment_len or self.min_segments > self.max_segments:

@@ -176,20 +176,22 @@ class ExampleStream:
     def _lm_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:
         c = self.config
         ids = torch.tensor(self.tokenizer(record["text"], add_special_tokens=False)["input_ids"])
-        if len(ids) < max(c.min_doc_tokens, c.min_train_segment_len + c.loss_window):
+        if len(ids) < max(c.min_doc_tokens, c.min_train_segment_len + c.lm_context + c.loss_window):
             return
         position = rng.randrange(0, max(1, c.max_train_segment_len))
         while True:
             num_segments = rng.randint(c.min_segments, self._max_segments(step()))
             lengths = [rng.randint(c.min_train_segment_len, c.max_train_segment_len) for _ in range(num_segments)]
-            end = position + sum(lengths) + c.loss_window
+            end = position + sum(lengths) + c.lm_context + c.loss_window
             if end > len(ids):
                 return
             prefix, window = ids[position : position + sum(lengths)], ids[end - c.loss_window : end]
             if rng.random() < c.reconstruct:
                 start = rng.randrange(max(1, len(prefix) - c.loss_window + 1))
                 window = prefix[start : start + c.loss_window]
-            yield TrainExample(split_segments(prefix, lengths), window, window.clone())
+            context = ids[end - c.lm_context - c.loss_window : end - c.loss_window]  # read, not scored
+            labels = torch.cat([torch.full_like(context, IGNORE), window])
+            yield TrainExample(split_segments(prefix, lengths), torch.cat([context, window]), labels)
             position = end
 
     def _qa_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:

@@ -44,6 +44,20 @@ def test_needle_and_book_rows_summarise_per_cell(make_lcirc):
     assert by_task["passkey"]["accuracy"] == pytest.approx(expected, abs=1e-4)
 
 
+def test_the_answer_budget_reaches_every_needle_and_book_answer(make_lcirc, smollm2_tokenizer):
+    systems = card_systems(make_lcirc("llama", query_dependent=True))[:1]
+    book = SAMPLE_BOOK.read_text()
+
+    def longest_reply(budget: int) -> int:
+        with one_torch_thread():
+            rows = needle_rows(systems, "passkey", [600], samples=1, haystack=None, seed=0, max_new_tokens=budget)
+            rows += book_qa_rows(systems, "book_facts", book, 600, samples=1, seed=0, max_new_tokens=budget)
+        assert {r["task"] for r in rows} == {"passkey", "book_facts"}
+        return max(len(smollm2_tokenizer(r["prediction"], add_special_tokens=False)["input_ids"]) for r in rows)
+
+    assert longest_reply(3) <= 3 < longest_reply(12), "a random tiny model rambles to the end of its budget"
+
+
 def test_gains_are_relative_to_the_truncated_backbone():
     table = [
         {"task": "perplexity", "system": "truncated", "length": 8, "perplexity": 20.0},

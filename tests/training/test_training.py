@@ -370,6 +370,23 @@ def test_reconstruction_windows_repeat_the_compressed_text(smollm2_tokenizer, tm
         _config(tmp_path, reconstruct=1.5)
 
 
+def test_continuations_can_read_a_window_without_loss_before_the_scored_tokens(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import IGNORE, ExampleStream
+
+    stream = ExampleStream(smollm2_tokenizer, _config(tmp_path, lm_context=24, loss_window=16), shuffle_buffer=1)
+    book_ids = smollm2_tokenizer(SAMPLE_BOOK.read_text(encoding="utf-8-sig"), add_special_tokens=False)["input_ids"]
+    for _ in range(10):
+        example = next(stream)
+        assert example.input_ids.shape[0] == 40 and example.labels[:24].eq(IGNORE).all()
+        assert example.labels[24:].tolist() == example.input_ids[24:].tolist()
+        text = torch.cat([s[0] for s in example.segments] + [example.input_ids]).tolist()
+        start = book_ids.index(text[0])
+        while book_ids[start : start + len(text)] != text:  # the memory, the unscored window and the scored tokens follow on
+            start = book_ids.index(text[0], start + 1)
+    with pytest.raises(ConfigError, match="lm_context counts tokens"):
+        _config(tmp_path, lm_context=-1)
+
+
 def test_synthetic_mixtures_draw_every_task_and_grow_with_the_curriculum(smollm2_tokenizer, tmp_path):
     from lcirc_plugins.training.data import ExampleStream
 
