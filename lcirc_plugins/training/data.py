@@ -182,14 +182,15 @@ class ExampleStream:
         while True:
             num_segments = rng.randint(c.min_segments, self._max_segments(step()))
             lengths = [rng.randint(c.min_train_segment_len, c.max_train_segment_len) for _ in range(num_segments)]
-            end = position + sum(lengths) + c.lm_context + c.loss_window
+            prefix_end = position + sum(lengths)
+            end = prefix_end + c.lm_context + c.loss_window
             if end > len(ids):
                 return
-            prefix, window = ids[position : position + sum(lengths)], ids[end - c.loss_window : end]
+            prefix, window = ids[position:prefix_end], ids[end - c.loss_window : end]
             if rng.random() < c.reconstruct:
                 start = rng.randrange(max(1, len(prefix) - c.loss_window + 1))
                 window = prefix[start : start + c.loss_window]
-            context = ids[end - c.lm_context - c.loss_window : end - c.loss_window]  # read, not scored
+            context = ids[prefix_end : end - c.loss_window]  # read, not scored
             labels = torch.cat([torch.full_like(context, IGNORE), window])
             yield TrainExample(split_segments(prefix, lengths), torch.cat([context, window]), labels)
             position = end
