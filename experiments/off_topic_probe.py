@@ -4,7 +4,7 @@
     .venv/bin/python experiments/off_topic_probe.py ADAPTER --decoys 10   # + held-out facts and needles with a decoy key
 
 The README's example (Treasure Island chapters 1-4 with a pass key hidden halfway) asked four questions about the
-story and the pass key, each on the QD path and without the question. Why (docs/TRAINING_FINDINGS.md, "Fewer
+story (ten since R29) and the pass key, each on the QD path and without the question. Why (docs/TRAINING_FINDINGS.md, "Fewer
 memory layers"): every training example's answer is in its memory, so a run can learn to copy the most salient row
 for any question, and neither the held-out evaluation nor the pass-key probes ask anything the memory does not hold.
 """
@@ -21,6 +21,15 @@ from lcirc_plugins.data.synthetic import book_facts, derive_seed, load_haystack,
 SAMPLE_BOOK = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "sample-book.txt"
 KEY = "48213"
 OFF_TOPIC = ["Who is the captain?", "What is the name of the inn?", "Who is Black Dog?", "What did the captain keep in his sea-chest?"]
+# Six more since R29 (the first four alone gave counts of 8 answers, too few to tell two adapters apart):
+MORE_OFF_TOPIC = [
+    "Who is Dr. Livesey?",
+    "What song does the captain sing?",
+    "What does the captain drink?",
+    "Who tells the story?",
+    "What does the captain pay the boy to watch for?",
+    "How does the captain treat the people at the inn?",
+]
 
 
 def main() -> None:
@@ -34,16 +43,22 @@ def main() -> None:
     for adapter in args.adapters:
         model = LCIRCModel.from_pretrained(adapter)
         memory = model.compress(book)
-        leaks, found = 0, 0
-        for question in [*OFF_TOPIC, "What is the pass key?"]:
+        leaks, more_leaks, qd_leaks, found = 0, 0, 0, 0
+        for question in [*OFF_TOPIC, *MORE_OFF_TOPIC, "What is the pass key?"]:
             for qd in (True, False):
                 reply = model.generate_text(model.prepare_answer(question, memory, max_new_tokens=24, query_dependent=qd), max_new_tokens=24)[0]
+                leaked = KEY in reply
                 if question in OFF_TOPIC:
-                    leaks += KEY in reply
+                    leaks += leaked
+                elif question in MORE_OFF_TOPIC:
+                    more_leaks += leaked
                 else:
-                    found += KEY in reply
+                    found += leaked
+                qd_leaks += leaked and qd and question != "What is the pass key?"
                 print(f"{adapter} {'QD' if qd else '--'} {question} -> {reply!r}", flush=True)
         print(f"{adapter}: the key in {leaks} of {2 * len(OFF_TOPIC)} off-topic answers; found when asked {found} of 2", flush=True)
+        total = 2 * (len(OFF_TOPIC) + len(MORE_OFF_TOPIC))
+        print(f"{adapter}: with the six later questions, the key in {leaks + more_leaks} of {total} ({qd_leaks} on the QD path)", flush=True)
         if args.decoys:
             decoy_examples(model, adapter, args.decoys)
         model.injector.detach()

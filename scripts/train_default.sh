@@ -47,5 +47,6 @@ card card-perplexity-window --tasks perplexity --systems truncated lcirc qd-lcir
 card card-passkey-8k --tasks passkey --lengths 8192 --samples 50 "${compared[@]}" --section passkey-8k
 card card-passkey-32k --tasks passkey --lengths 32768 --samples 50 "${compared[@]}" --section passkey-32k
 card card-needle-32k --tasks niah_single --needle-length 32768 --samples 50 "${compared[@]}" --section needle-32k
+card card-facts-32k --tasks book_facts --needle-length 32768 --samples 20 "${compared[@]}" --section facts-32k
 card card-128k --tasks passkey --lengths 131072 --samples 50 "${compared[@]}" --section 128k
 card card-needle-128k --tasks niah_single --needle-length 131072 --samples 5 "${compared[@]}" --section needle-128k

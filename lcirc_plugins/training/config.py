@@ -105,6 +105,14 @@ class TrainConfig:
             "memory learns what it adds beyond the window instead of what the window already says."
         },
     )
+    lm_decoy: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of training continuations whose memory hides an unasked pass key in place of a sentence's worth of "
+            "text, so that reading the memory from far back does not learn to pass its most salient row into text that "
+            "has nothing to do with it (R28 drew the key into off-topic answers)."
+        },
+    )
     distill: float = field(
         default=0.0,
         metadata={"help": "Weight of context distillation: KL from the backbone reading the compressed text in its own window."},
@@ -240,6 +248,8 @@ class TrainConfig:
             raise ConfigError(f"salience_temperature must be > 0, got {self.salience_temperature}")
         if self.distill < 0 or self.salience_distill < 0:
             raise ConfigError(f"distill and salience_distill are loss weights >= 0, got {self.distill}, {self.salience_distill}")
+        if not 0.0 <= self.lm_decoy <= 1.0:
+            raise ConfigError(f"lm_decoy is a share of continuation examples in [0, 1], got {self.lm_decoy}")
         if self.lm_context < 0:
             raise ConfigError(f"lm_context counts tokens, got {self.lm_context}")
         if not 0.0 <= self.reconstruct <= 1.0:

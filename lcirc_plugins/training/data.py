@@ -100,6 +100,8 @@ class ExampleStream:
         self.rank, self.world, self.shuffle_buffer = rank, world, shuffle_buffer
         self.step_of = step_of or (lambda position: position // config.grad_accum)
         self.position = 0
+        self._sentence_ends: set[int] | None = None
+        self._decoy_rng = random.Random(f"{config.seed}-{split}-decoy")  # its own draws: the examples stay as without decoys
         self._iterator = self._generate()
 
     def __iter__(self) -> Iterator[TrainExample]:
@@ -190,10 +192,31 @@ class ExampleStream:
             if rng.random() < c.reconstruct:
                 start = rng.randrange(max(1, len(prefix) - c.loss_window + 1))
                 window = prefix[start : start + c.loss_window]
+            if c.lm_decoy > 0 and self.split == "train" and self._decoy_rng.random() < c.lm_decoy:
+                prefix = self._with_decoy(prefix, self._decoy_rng)
             context = ids[prefix_end : end - c.loss_window]  # read, not scored
             labels = torch.cat([torch.full_like(context, IGNORE), window])
             yield TrainExample(split_segments(prefix, lengths), torch.cat([context, window]), labels)
             position = end
+
+    def _with_decoy(self, prefix: torch.Tensor, rng: random.Random) -> torch.Tensor:
+        """``prefix`` with an unasked pass-key sentence written over the text after one of its sentence ends.
+
+        Written over rather than inserted, so the segment lengths and the text's join to the window stay as drawn.
+        """
+        from ..data import synthetic
+
+        key = str(rng.randrange(10_000, 100_000))
+        decoy = torch.tensor(self.tokenizer(" " + synthetic.decoy_sentence(key), add_special_tokens=False)["input_ids"])
+        room = len(prefix) - len(decoy)
+        if room < 0:
+            return prefix
+        if self._sentence_ends is None:  # token ids that end a sentence, found once per stream
+            tokens = self.tokenizer.convert_ids_to_tokens(list(range(len(self.tokenizer))))
+            self._sentence_ends = {i for i, token in enumerate(tokens) if token and token.rstrip().endswith(".")}
+        starts = [i + 1 for i, token in enumerate(prefix[:room].tolist()) if token in self._sentence_ends]
+        start = rng.choice(starts) if starts else rng.randrange(room + 1)
+        return torch.cat([prefix[:start], decoy, prefix[start + len(decoy) :]])
 
     def _qa_examples(self, record: dict[str, str], rng: random.Random, step: Callable[[], int]) -> Iterator[TrainExample]:
         c = self.config

@@ -387,6 +387,23 @@ def test_continuations_can_read_a_window_without_loss_before_the_scored_tokens(s
         _config(tmp_path, lm_context=-1)
 
 
+def test_decoy_continuations_hide_an_unasked_pass_key_in_the_memory_and_keep_the_rest(smollm2_tokenizer, tmp_path):
+    from lcirc_plugins.training.data import ExampleStream
+
+    sizes = {"lm_context": 24, "loss_window": 16, "min_train_segment_len": 32, "max_train_segment_len": 48}  # room for the decoy
+    plain = ExampleStream(smollm2_tokenizer, _config(tmp_path, **sizes), shuffle_buffer=1)
+    decoyed = ExampleStream(smollm2_tokenizer, _config(tmp_path, **sizes, lm_decoy=1.0), shuffle_buffer=1)
+    for _ in range(10):
+        example, with_decoy = next(plain), next(decoyed)
+        memory = smollm2_tokenizer.decode(torch.cat([s[0] for s in with_decoy.segments]))
+        assert re.search(r"The pass key is (\d{5})\. Remember it\. \1 is the pass key\.", memory), memory
+        assert [s.shape[1] for s in with_decoy.segments] == [s.shape[1] for s in example.segments]
+        assert with_decoy.input_ids.tolist() == example.input_ids.tolist() and with_decoy.labels.tolist() == example.labels.tolist()
+        assert "pass key" not in smollm2_tokenizer.decode(torch.cat([s[0] for s in example.segments]))
+    with pytest.raises(ConfigError, match="lm_decoy is a share"):
+        _config(tmp_path, lm_decoy=1.5)
+
+
 def test_synthetic_mixtures_draw_every_task_and_grow_with_the_curriculum(smollm2_tokenizer, tmp_path):
     from lcirc_plugins.training.data import ExampleStream
 

@@ -32,7 +32,7 @@ Modules: ``examples`` (the example type, JSONL), ``haystacks`` (reading and cutt
 from __future__ import annotations
 
 from .book_qa import book_cloze, book_facts, open_question
-from .decoys import with_decoy_passkey
+from .decoys import decoy_sentence, with_decoy_passkey
 from .examples import LongContextExample, Tokenizer, read_jsonl, write_jsonl
 from .haystacks import FILLER, count_tokens, load_haystack, strip_gutenberg, take_piece
 from .needles import NEEDLE_TEMPLATE, niah_multikey, niah_multiquery, niah_multivalue, niah_single, passkey
@@ -48,6 +48,7 @@ __all__ = [
     "book_cloze",
     "book_facts",
     "count_tokens",
+    "decoy_sentence",
     "derive_seed",
     "load_haystack",
     "make_dataset",

@@ -15,6 +15,11 @@ from .examples import LongContextExample
 from .insertion import _insert
 
 
+def decoy_sentence(key: str) -> str:
+    """The pass-key sentence a decoy hides: the pass-key task's own wording, so the key is as salient as one asked for."""
+    return f"The pass key is {key}. Remember it. {key} is the pass key."
+
+
 def with_decoy_passkey(example: LongContextExample, seed: int, digits: int = 5) -> LongContextExample:
     """``example`` with "The pass key is N. Remember it. N is the pass key." at a random sentence start.
 
@@ -29,7 +34,7 @@ def with_decoy_passkey(example: LongContextExample, seed: int, digits: int = 5) 
         key = str(rng.randrange(10 ** (digits - 1), 10**digits))
         if key in example.context or any(key in answer for answer in example.answers):
             continue
-        decoy = f"The pass key is {key}. Remember it. {key} is the pass key."
+        decoy = decoy_sentence(key)
         context, [(start, end)] = _insert(example.context, [(decoy, rng.random())])
         if any(s < start < e for s, e in example.evidence_spans):
             continue  # inside an evidence sentence
